@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultConfigPath is where crid reads its configuration unless --config
+// says otherwise. Drop-in files in config.d/ beside it are applied in lexical
+// order after it, each overriding only the fields it sets.
+const DefaultConfigPath = "/etc/crid/config.toml"
+
+// Config is crid's configuration file. Every field is optional: a missing
+// field keeps its default (see defaultConfig and `crid config default`).
+type Config struct {
+	// Root holds persistent data: images, layers, snapshots.
+	Root string `toml:"root" comment:"Persistent data: images, layers, snapshots (0700)."`
+	// State holds runtime data that does not survive a reboot.
+	State string `toml:"state" comment:"Runtime state that does not survive a reboot (0711)."`
+	// Listen is the path of the CRI gRPC unix socket.
+	Listen string `toml:"listen" comment:"Path of the CRI gRPC unix socket (0600)."`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level" comment:"debug, info, warn or error."`
+	// LogFormat is text or json.
+	LogFormat string `toml:"log_format" comment:"text or json."`
+
+	Image ImageConfig `toml:"image"`
+}
+
+// ImageConfig configures image pulls and storage.
+type ImageConfig struct {
+	Snapshotter            string   `toml:"snapshotter" comment:"overlay, native (copy-based) or auto (overlay when the root's filesystem supports it)."`
+	RegistryConfigPath     string   `toml:"registry_config_path" comment:"Directory of per-registry hosts.toml files (containerd's format): <path>/<host>/hosts.toml."`
+	MaxConcurrentDownloads int      `toml:"max_concurrent_downloads" comment:"Layers downloaded at once per pull."`
+	PullProgressTimeout    Duration `toml:"pull_progress_timeout" comment:"A pull that receives no bytes for this long fails."`
+	MaxLayerSize           int64    `toml:"max_layer_size" comment:"Largest uncompressed layer accepted, in bytes."`
+	SandboxImage           string   `toml:"sandbox_image" comment:"Image reported pinned so kubelet's image GC keeps it."`
+	PinnedImages           []string `toml:"pinned_images" comment:"More images reported pinned."`
+}
+
+// Duration is a time.Duration written as "1m30s" in TOML.
+type Duration time.Duration
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func defaultConfig() Config {
+	return Config{
+		Root:      "/var/lib/crid",
+		State:     "/run/crid",
+		Listen:    "/run/crid/crid.sock",
+		LogLevel:  "info",
+		LogFormat: "text",
+		Image: ImageConfig{
+			Snapshotter:            "auto",
+			RegistryConfigPath:     "/etc/crid/certs.d",
+			MaxConcurrentDownloads: 3,
+			PullProgressTimeout:    Duration(time.Minute),
+			MaxLayerSize:           64 << 30,
+			SandboxImage:           "registry.k8s.io/pause:3.10",
+			PinnedImages:           []string{},
+		},
+	}
+}
+
+// loadConfig reads path (a missing file is fine when it is the default path)
+// and then its drop-ins, on top of the defaults.
+func loadConfig(path string, explicit bool) (Config, error) {
+	cfg := defaultConfig()
+	if err := mergeFile(&cfg, path); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) || explicit {
+			return Config{}, err
+		}
+	}
+	dropins, err := filepath.Glob(filepath.Join(filepath.Dir(path), "config.d", "*.toml"))
+	if err != nil {
+		return Config{}, err
+	}
+	sort.Strings(dropins)
+	for _, f := range dropins {
+		if err := mergeFile(&cfg, f); err != nil {
+			return Config{}, err
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func mergeFile(cfg *Config, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			var keys []string
+			for _, e := range strict.Errors {
+				row, col := e.Position()
+				keys = append(keys, fmt.Sprintf("%s (line %d, column %d)", strings.Join(e.Key(), "."), row, col))
+			}
+			return fmt.Errorf("config %s: unknown field %s", path, strings.Join(keys, ", "))
+		}
+		var derr *toml.DecodeError
+		if errors.As(err, &derr) {
+			row, col := derr.Position()
+			key := strings.Join(derr.Key(), ".")
+			return fmt.Errorf("config %s:%d:%d: %s: %w", path, row, col, key, err)
+		}
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func (c Config) validate() error {
+	var errs []error
+	for name, p := range map[string]string{"root": c.Root, "state": c.State, "listen": c.Listen} {
+		if !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s must be an absolute path, got %q", name, p))
+		}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log_format must be text or json, got %q", c.LogFormat))
+	}
+	switch c.Image.Snapshotter {
+	case "auto", "overlay", "native":
+	default:
+		errs = append(errs, fmt.Errorf("image.snapshotter must be auto, overlay or native, got %q", c.Image.Snapshotter))
+	}
+	if c.Image.MaxConcurrentDownloads < 1 {
+		errs = append(errs, fmt.Errorf("image.max_concurrent_downloads must be at least 1"))
+	}
+	if c.Image.PullProgressTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("image.pull_progress_timeout must be positive"))
+	}
+	if c.Image.MaxLayerSize <= 0 {
+		errs = append(errs, fmt.Errorf("image.max_layer_size must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("log_level must be debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
+
+// marshalConfig renders c as TOML with comments, for `crid config default`.
+func marshalConfig(c Config) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := toml.NewEncoder(&buf)
+	enc.SetIndentTables(true)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/imagestore"
+	"github.com/crid-dev/crid/imagestore/registry"
+	"github.com/crid-dev/crid/internal/log"
+	"github.com/crid-dev/crid/server"
+	"github.com/crid-dev/crid/snapshotter"
+	"github.com/crid-dev/crid/snapshotter/native"
+	"github.com/crid-dev/crid/snapshotter/overlay"
+)
+
+// Compile-time checks that the leaves satisfy the seams they are wired into.
+var (
+	_ imagestore.Resolver     = (*registry.Resolver)(nil)
+	_ server.ImageStore       = (*imagestore.Store)(nil)
+	_ snapshotter.Snapshotter = (*overlay.Snapshotter)(nil)
+	_ snapshotter.Snapshotter = (*native.Snapshotter)(nil)
+)
+
+// gracePeriod bounds how long in-flight RPCs may run after SIGTERM.
+const gracePeriod = 10 * time.Second
+
+// serve builds every component, serves the CRI socket until ctx ends and
+// then shuts down gracefully.
+func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	ctx = log.WithLogger(ctx, logger)
+	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.State, 0o711); err != nil {
+		return err
+	}
+	// An existing directory keeps its mode otherwise: enforce it.
+	if err := os.Chmod(cfg.Root, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(cfg.State, 0o711); err != nil {
+		return err
+	}
+	unlock, err := lockRoot(cfg.Root)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	sn, err := newSnapshotter(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+
+	images, err := newImageStore(ctx, cfg, sn)
+	if err != nil {
+		return err
+	}
+	inUse := images.CacheIDs()
+	if n, err := server.SweepSnapshots(ctx, sn, func(key string) bool { return inUse[key] }); err != nil {
+		logger.Warn("sweep orphan snapshots", "error", err)
+	} else if n > 0 {
+		logger.Info("removed orphan snapshots", "count", n)
+	}
+
+	imageSvc, err := server.NewImageService(server.ImageServiceDeps{
+		Images:      images,
+		Filesystems: fsUsage{sn},
+	})
+	if err != nil {
+		return err
+	}
+	runtimeSvc, err := server.NewRuntimeService(server.RuntimeServiceDeps{Version: version})
+	if err != nil {
+		return err
+	}
+
+	lis, err := listenUnix(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(logger)),
+		grpc.ChainStreamInterceptor(server.StreamInterceptor(logger)),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.MaxSendMsgSize(16<<20),
+	)
+	runtime.RegisterRuntimeServiceServer(gs, runtimeSvc)
+	runtime.RegisterImageServiceServer(gs, imageSvc)
+
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	logger.Info("crid serving", "version", version, "listen", cfg.Listen, "root", cfg.Root,
+		"state", cfg.State, "snapshotter", sn.Name())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(gracePeriod):
+		logger.Warn("in-flight requests did not finish in time; closing them", "grace", gracePeriod)
+		gs.Stop()
+	}
+	_ = os.Remove(cfg.Listen)
+	return nil
+}
+
+// newSnapshotter opens the configured snapshotter; "auto" picks overlay when
+// the root's filesystem supports it and the copy-based one otherwise.
+func newSnapshotter(ctx context.Context, cfg Config) (snapshotter.Snapshotter, error) {
+	base := filepath.Join(cfg.Root, "snapshotter")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return nil, err
+	}
+	kind := cfg.Image.Snapshotter
+	if kind == "auto" {
+		kind = "overlay"
+		if err := overlay.Supported(base); err != nil {
+			log.G(ctx).Warn("overlay not supported on the root's filesystem; using the copy-based snapshotter",
+				"root", cfg.Root, "error", err)
+			kind = "native"
+		}
+	}
+	switch kind {
+	case "overlay":
+		return overlay.New(filepath.Join(base, "overlay"))
+	default:
+		return native.New(filepath.Join(base, "native"))
+	}
+}
+
+// newImageStore opens the image store of snapshotter sn, pulling through a
+// registry resolver configured from cfg.
+func newImageStore(ctx context.Context, cfg Config, sn snapshotter.Snapshotter) (*imagestore.Store, error) {
+	resolver, err := registry.NewResolver(registry.Options{
+		ConfigPath: cfg.Image.RegistryConfigPath,
+		UserAgent:  "crid/" + version,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry configuration: %w", err)
+	}
+	pinned := append([]string{cfg.Image.SandboxImage}, cfg.Image.PinnedImages...)
+	images, err := imagestore.New(ctx, imagestore.Options{
+		Root:                   filepath.Join(cfg.Root, "image", sn.Name()),
+		Resolver:               resolver,
+		Unpacker:               layerUnpacker{sn},
+		MaxConcurrentDownloads: cfg.Image.MaxConcurrentDownloads,
+		ProgressTimeout:        time.Duration(cfg.Image.PullProgressTimeout),
+		MaxLayerSize:           cfg.Image.MaxLayerSize,
+		PinnedImages:           pinned,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open image store: %w", err)
+	}
+	return images, nil
+}
+
+// layerUnpacker adapts the snapshotter to imagestore's LayerUnpacker.
+type layerUnpacker struct{ sn snapshotter.Snapshotter }
+
+func (u layerUnpacker) Unpack(ctx context.Context, key, parent string, r io.Reader) (int64, error) {
+	usage, err := u.sn.Unpack(ctx, key, parent, r)
+	return usage.Size, err
+}
+
+func (u layerUnpacker) ParallelUnpack() bool { return u.sn.ParallelUnpack() }
+
+func (u layerUnpacker) Remove(ctx context.Context, key string) error { return u.sn.Remove(ctx, key) }
+
+// fsUsage adapts the snapshotter to server.FilesystemUsage.
+type fsUsage struct{ sn snapshotter.Snapshotter }
+
+func (f fsUsage) Usage(ctx context.Context) (images, containers snapshotter.FsUsage, err error) {
+	return snapshotter.Summarize(ctx, f.sn)
+}
+
+// lockRoot takes an exclusive lock on the root directory so two daemons can
+// never share one store.
+func lockRoot(root string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(root, "crid.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("root %s is in use by another crid", root)
+		}
+		return nil, fmt.Errorf("lock root %s: %w", root, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// listenUnix listens on path with mode 0600. A socket file left by a crashed
+// daemon is replaced; one that a live daemon answers on is not.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another process is serving %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	lis, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}

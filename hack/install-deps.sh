@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what crid and its tests need on a fresh Debian 12 machine.
+# Idempotent and quick when everything is present already.
+set -euo pipefail
+
+export PATH=$PATH:/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
+APT_PACKAGES=(
+  runc                         # default OCI runtime
+  containernetworking-plugins  # bridge, host-local, portmap, loopback
+  iptables
+  docker-registry              # the Distribution server, for tests
+  busybox-static               # test images are built from it
+  ca-certificates
+)
+CRICTL_VERSION=v1.37.0
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's docker-registry package starts a registry on :5000 through its
+# init script; the tests start their own on free loopback ports instead.
+if command -v service >/dev/null && [[ -x /etc/init.d/docker-registry ]]; then
+  service docker-registry stop >/dev/null 2>&1 || true
+fi
+
+if ! command -v go >/dev/null; then
+  echo "install-deps: Go is required (expected at /usr/local/go/bin)" >&2
+  exit 1
+fi
+
+if ! [[ -x /usr/local/bin/crictl ]] || ! /usr/local/bin/crictl --version 2>/dev/null | grep -q "${CRICTL_VERSION#v}"; then
+  echo "install-deps: go install crictl ${CRICTL_VERSION}"
+  GOBIN=/usr/local/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
+fi
