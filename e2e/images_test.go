@@ -296,7 +296,7 @@ func TestDaemonBasics(t *testing.T) {
 	t.Run("config default prints the full default", func(t *testing.T) {
 		out, err := runCrid("config", "default")
 		require.NoError(t, err)
-		for _, k := range []string{"root = '/var/lib/crid'", "listen = '/run/crid/crid.sock'", "[image]", "max_concurrent_downloads = 3"} {
+		for _, k := range []string{"root = '/var/lib/crid'", "listen = '/run/crid/crid.sock'", "[image]", "max_concurrent_downloads = 6"} {
 			require.Contains(t, out, k)
 		}
 	})

@@ -248,7 +248,7 @@ func (p *puller) spool(ctx context.Context, j *layerJob) (string, error) {
 // abort to remove (j.unpacked is set).
 func (p *puller) unpack(ctx context.Context, j *layerJob, src io.Reader, closeSrc func(), blob *blobReader) error {
 	s := p.s
-	lr := &layerReader{src: src, blob: blob, comp: j.comp, desc: j.desc}
+	lr := &layerReader{src: src, blob: blob, comp: j.comp, desc: j.desc, gzipCommand: s.opts.GzipCommand}
 	ra := newReadahead(lr, lr.close, closeSrc)
 	defer ra.Close()
 	d := &diffReader{r: ra, max: s.opts.MaxLayerSize, desc: j.desc}
@@ -288,6 +288,8 @@ type layerReader struct {
 	desc ocispec.Descriptor
 	br   *bufio.Reader
 	dec  io.ReadCloser
+	// gzipCommand inflates gzip in an external process when set.
+	gzipCommand []string
 }
 
 func (l *layerReader) Read(p []byte) (int, error) {
@@ -296,7 +298,7 @@ func (l *layerReader) Read(p []byte) (int, error) {
 			l.dec = nopReadCloser{l.src} // the readahead chunks are buffer enough
 		} else {
 			l.br = bufio.NewReaderSize(l.src, bufSize)
-			dec, err := newDecompressor(l.comp, l.br)
+			dec, err := newDecompressor(l.comp, l.br, l.gzipCommand)
 			if err != nil {
 				return 0, l.classify(err)
 			}
@@ -353,9 +355,12 @@ type zstdReadCloser struct{ *zstd.Decoder }
 
 func (z zstdReadCloser) Close() error { z.Decoder.Close(); return nil }
 
-func newDecompressor(c compression, r *bufio.Reader) (io.ReadCloser, error) {
+func newDecompressor(c compression, r *bufio.Reader, gzipCommand []string) (io.ReadCloser, error) {
 	switch c {
 	case compressionGzip:
+		if len(gzipCommand) > 0 && !startsWithStoredBlock(r) {
+			return newExternalDecompressor(gzipCommand, r)
+		}
 		return gzip.NewReader(r)
 	case compressionZstd:
 		// Synchronous decoding: the readahead goroutine is the pipeline

@@ -44,6 +44,7 @@ type ImageConfig struct {
 	MaxConcurrentDownloads int      `toml:"max_concurrent_downloads" comment:"Layers downloaded at once per pull."`
 	PullProgressTimeout    Duration `toml:"pull_progress_timeout" comment:"A pull that receives no bytes for this long fails."`
 	MaxLayerSize           int64    `toml:"max_layer_size" comment:"Largest uncompressed layer accepted, in bytes."`
+	GzipDecompressor       string   `toml:"gzip_decompressor" comment:"How gzip layers are inflated: auto (igzip from ISA-L when installed, else built in), builtin, or the path of an igzip- or unpigz-compatible program (run as '-d -c', as nobody)."`
 	SandboxImage           string   `toml:"sandbox_image" comment:"Image reported pinned so kubelet's image GC keeps it."`
 	PinnedImages           []string `toml:"pinned_images" comment:"More images reported pinned."`
 }
@@ -75,9 +76,10 @@ func defaultConfig() Config {
 		Image: ImageConfig{
 			Snapshotter:            "auto",
 			RegistryConfigPath:     "/etc/crid/certs.d",
-			MaxConcurrentDownloads: 3,
+			MaxConcurrentDownloads: 6,
 			PullProgressTimeout:    Duration(time.Minute),
 			MaxLayerSize:           64 << 30,
+			GzipDecompressor:       "auto",
 			SandboxImage:           "registry.k8s.io/pause:3.10",
 			PinnedImages:           []string{},
 		},
@@ -157,6 +159,9 @@ func (c Config) validate() error {
 	}
 	if c.Image.PullProgressTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("image.pull_progress_timeout must be positive"))
+	}
+	if d := c.Image.GzipDecompressor; d != "auto" && d != "builtin" && !filepath.IsAbs(d) {
+		errs = append(errs, fmt.Errorf("image.gzip_decompressor must be auto, builtin or an absolute path, got %q", d))
 	}
 	if c.Image.MaxLayerSize <= 0 {
 		errs = append(errs, fmt.Errorf("image.max_layer_size must be positive"))
