@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"time"
+
+	"github.com/crid-dev/crid/internal/mount"
 )
 
 // Kind is the state of a snapshot.
@@ -34,12 +36,8 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// Mount is one mount(2) call, in the shape of containerd's mount.Mount.
-type Mount struct {
-	Type    string   // "overlay" or "bind"
-	Source  string   // "overlay" or a directory
-	Options []string // e.g. "lowerdir=…", "upperdir=…", "workdir=…", "rbind", "ro"
-}
+// Mount is one mount(2) call; internal/mount performs it.
+type Mount = mount.Mount
 
 // Info describes one snapshot. Key is the snapshot's name (an image layer's
 // cache-id, or a container ID); Parent is the key of a committed snapshot or "".

@@ -8,10 +8,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/crid-dev/crid/internal/mount"
 	"github.com/crid-dev/crid/internal/testutil"
 	"github.com/crid-dev/crid/internal/testutil/imagebuild"
 	"github.com/crid-dev/crid/internal/testutil/registry"
-	"github.com/crid-dev/crid/snapshotter/mount"
 )
 
 // TestPulledImageMountsAsContainersSeeIt pulls a multi-layer image with

@@ -21,7 +21,7 @@
 //
 // lowerdir entries are the short links <root>/l/<13 chars> (as Docker's
 // overlay2 does), not the fs/ paths, so that the mount helper
-// (snapshotter/mount) can fit more than 100 layers in the page-sized
+// (internal/mount) can fit more than 100 layers in the page-sized
 // option string by mounting from <root>/l with relative names. index=off
 // is added for upper mounts when the kernel knows the option, since the
 // same layers are mounted under many uppers.

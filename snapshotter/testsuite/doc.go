@@ -5,11 +5,11 @@
 // snapshot from its parent, crash leftovers and, for snapshotters with
 // ParallelUnpack, layers unpacked out of order.
 //
-// It mounts what the snapshotter returns (snapshotter/mount), so it needs
+// It mounts what the snapshotter returns (internal/mount), so it needs
 // root; every mount is undone in t.Cleanup. It assumes the on-disk layout
 // of snapshotter/internal/storage (<root>/tmp, <root>/snapshots) to fake a
 // crash.
 //
-// Imports: snapshotter, snapshotter/mount, snapshotter/internal/tartest,
+// Imports: snapshotter, internal/mount, snapshotter/internal/tartest,
 // internal/testutil, errdefs, testify.
 package testsuite

@@ -18,10 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/crid-dev/crid/internal/mount"
 	"github.com/crid-dev/crid/internal/testutil"
 	"github.com/crid-dev/crid/snapshotter"
 	"github.com/crid-dev/crid/snapshotter/internal/tartest"
-	"github.com/crid-dev/crid/snapshotter/mount"
 )
 
 // Opener opens the snapshotter under test on root, which is empty or holds

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/crid-dev/crid/snapshotter"
 )
 
 // flagOptions maps option words to the mount flags they set or clear.
@@ -54,7 +52,7 @@ var propagationOptions = map[string]uintptr{
 
 // All mounts mounts on target, in order. If one fails, those already made
 // are unmounted.
-func All(mounts []snapshotter.Mount, target string) error {
+func All(mounts []Mount, target string) error {
 	abs, err := filepath.Abs(target)
 	if err != nil {
 		return fmt.Errorf("mount on %s: %w", target, err)
@@ -70,7 +68,7 @@ func All(mounts []snapshotter.Mount, target string) error {
 	return nil
 }
 
-func mountOne(m snapshotter.Mount, target string) error {
+func mountOne(m Mount, target string) error {
 	var flags, propagation uintptr
 	var data []string
 	for _, o := range m.Options {
@@ -231,4 +229,11 @@ func Unmount(target string) error {
 		}
 	}
 	return fmt.Errorf("unmount %s: more than %d mounts stacked", target, maxStacked)
+}
+
+// Mount is one mount(2) call, in the shape of containerd's mount.Mount.
+type Mount struct {
+	Type    string   // "overlay", "bind", "tmpfs", …
+	Source  string   // "overlay", a directory, …
+	Options []string // e.g. "lowerdir=…", "upperdir=…", "workdir=…", "rbind", "ro"
 }

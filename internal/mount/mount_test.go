@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/internal/testutil"
-	"github.com/crid-dev/crid/snapshotter"
 )
 
 // isMountPoint reports whether p is the root of a mount (its device
@@ -30,7 +29,7 @@ func isMountPoint(t *testing.T, p string) bool {
 	return false
 }
 
-func mountT(t *testing.T, mounts []snapshotter.Mount, target string) {
+func mountT(t *testing.T, mounts []Mount, target string) {
 	t.Helper()
 	require.NoError(t, All(mounts, target))
 	t.Cleanup(func() { require.NoError(t, Unmount(target)) })
@@ -40,7 +39,7 @@ func TestBindReadOnly(t *testing.T) {
 	testutil.RequiresRoot(t)
 	src, target := t.TempDir(), t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644))
-	mountT(t, []snapshotter.Mount{{Type: "bind", Source: src, Options: []string{"rbind", "ro"}}}, target)
+	mountT(t, []Mount{{Type: "bind", Source: src, Options: []string{"rbind", "ro"}}}, target)
 
 	require.True(t, isMountPoint(t, target))
 	require.FileExists(t, filepath.Join(target, "f"))
@@ -57,7 +56,7 @@ func TestBindReadOnly(t *testing.T) {
 func TestBindReadWrite(t *testing.T) {
 	testutil.RequiresRoot(t)
 	src, target := t.TempDir(), t.TempDir()
-	mountT(t, []snapshotter.Mount{{Type: "bind", Source: src, Options: []string{"rbind", "rw"}}}, target)
+	mountT(t, []Mount{{Type: "bind", Source: src, Options: []string{"rbind", "rw"}}}, target)
 	require.NoError(t, os.WriteFile(filepath.Join(target, "g"), []byte("x"), 0o644))
 	require.FileExists(t, filepath.Join(src, "g"))
 }
@@ -85,7 +84,7 @@ func TestOverlayManyLayers(t *testing.T) {
 
 	cwd, err := os.Getwd()
 	require.NoError(t, err)
-	mountT(t, []snapshotter.Mount{{Type: "overlay", Source: "overlay", Options: opts}}, target)
+	mountT(t, []Mount{{Type: "overlay", Source: "overlay", Options: opts}}, target)
 	after, err := os.Getwd()
 	require.NoError(t, err)
 	require.Equal(t, cwd, after, "the process's working directory is untouched")
@@ -105,7 +104,7 @@ func TestOverlayTooManyLayers(t *testing.T) {
 	for i := range lowers {
 		lowers[i] = filepath.Join(base, fmt.Sprintf("a-rather-long-layer-name-%04d", i))
 	}
-	err := All([]snapshotter.Mount{{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=" + strings.Join(lowers, ":")}}}, t.TempDir())
+	err := All([]Mount{{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=" + strings.Join(lowers, ":")}}}, t.TempDir())
 	require.ErrorContains(t, err, "do not fit in a page")
 }
 
@@ -113,7 +112,7 @@ func TestUnmountBusy(t *testing.T) {
 	testutil.RequiresRoot(t)
 	src, target := t.TempDir(), t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644))
-	require.NoError(t, All([]snapshotter.Mount{{Type: "bind", Source: src, Options: []string{"rbind"}}}, target))
+	require.NoError(t, All([]Mount{{Type: "bind", Source: src, Options: []string{"rbind"}}}, target))
 	// An open file keeps the mount busy for every retry.
 	f, err := os.Open(filepath.Join(target, "f"))
 	require.NoError(t, err)
@@ -127,7 +126,7 @@ func TestUnmountBusy(t *testing.T) {
 func TestAllRollsBack(t *testing.T) {
 	testutil.RequiresRoot(t)
 	src, target := t.TempDir(), t.TempDir()
-	err := All([]snapshotter.Mount{
+	err := All([]Mount{
 		{Type: "bind", Source: src, Options: []string{"rbind"}},
 		{Type: "bind", Source: filepath.Join(src, "missing"), Options: []string{"rbind"}},
 	}, target)

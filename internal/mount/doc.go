@@ -1,8 +1,9 @@
-// Package mount performs the mounts a snapshotter returns and undoes them.
+// Package mount performs mounts described as data (a snapshotter's rootfs,
+// a container's bundle) and undoes them.
 //
 // # What it owns
 //
-// [All] turns []snapshotter.Mount into mount(2) calls: option words that are
+// [All] turns []Mount into mount(2) calls: option words that are
 // mount flags (ro, rbind, nosuid, …) become flags, propagation words
 // (rprivate, …) a second call, and the rest the data string. A bind mount
 // with flags is remounted to apply them, as the kernel ignores them on the
@@ -22,5 +23,5 @@
 //
 // # Imports
 //
-// snapshotter (for Mount) and x/sys.
+// x/sys only: it is a leaf, used by snapshotter, sandbox and container.
 package mount
