@@ -13,12 +13,19 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/crid-dev/crid/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
 func main() {
+	// The pause process of a pod with a shared PID namespace is crid itself,
+	// re-executed: it sleeps and reaps orphans until it is killed.
+	if len(os.Args) == 2 && os.Args[1] == "pause" {
+		sandbox.PauseMain()
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "crid:", err)
 		os.Exit(1)
@@ -44,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.listen, "listen", "", "path of the CRI unix socket (overrides listen)")
 	fs.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error (overrides log_level)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: crid [flags]\n       crid config default\n       crid version\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: crid [flags]\n       crid config default\n       crid version\n       crid pause (internal: a pod's PID-namespace holder)\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -1,0 +1,78 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/crid-dev/crid/internal/mount"
+)
+
+// Stop releases what a Ready sandbox holds: it kills (and reaps) the pause
+// process, unmounts the pod's /dev/shm and unpins its namespaces. Server
+// runs CNI DEL before, while the network namespace still exists. The
+// record stays, NotReady, with its paths, until Remove.
+//
+// Stop is idempotent: stopping a NotReady sandbox retries the teardown
+// (every step is a no-op when its resource is gone). If a step fails the
+// sandbox is NotReady anyway and the error is returned so that kubelet
+// retries. An unknown ID is ErrNotFound (server answers OK).
+func (m *Manager) Stop(ctx context.Context, idOrPrefix string) error {
+	e, err := m.lookup(idOrPrefix)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed {
+		return fmt.Errorf("sandbox %s: %w", e.id, errdefs.ErrNotFound)
+	}
+	return e.stopLocked(ctx)
+}
+
+// Precondition: e.mu held.
+func (e *entry) stopLocked(ctx context.Context) error {
+	if e.state() == StateReady {
+		// Not persisted: a crash while Stopping recovers as NotReady since
+		// the teardown has begun.
+		_ = e.setStateLocked(StateStopping, false /* persist */)
+	}
+	sb := e.snapshot()
+	var errs []error
+	if err := e.killPauseLocked(ctx, sb); err != nil {
+		errs = append(errs, err)
+	}
+	if sb.ShmPath != hostShm {
+		if err := mount.Unmount(sb.ShmPath); err != nil {
+			errs = append(errs, fmt.Errorf("unmount shm: %w", err))
+		}
+	}
+	if err := releaseNamespaces(sb); err != nil {
+		errs = append(errs, fmt.Errorf("release namespaces: %w", err))
+	}
+	if sb.State != StateNotReady {
+		if err := e.setStateLocked(StateNotReady, true /* persist */); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", e.id, err)
+	}
+	return nil
+}
+
+// killPauseLocked kills the pause process, bounded by pauseWaitTimeout.
+// Precondition: e.mu held.
+func (e *entry) killPauseLocked(ctx context.Context, sb *Sandbox) error {
+	if sb.PausePID == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pauseWaitTimeout)
+	defer cancel()
+	if e.pause != nil {
+		return e.pause.kill(ctx)
+	}
+	return killRecovered(ctx, sb.PausePID, sb.PauseStartTime)
+}
