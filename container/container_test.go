@@ -1,0 +1,619 @@
+package container
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/crid-dev/crid/internal/mount"
+	"github.com/crid-dev/crid/internal/testutil"
+)
+
+// env is one test's world: a busybox rootfs, a state dir, a runc root and
+// a unique cgroup prefix, all removed at the end.
+type env struct {
+	t        *testing.T
+	rootfs   string
+	stateDir string
+	runcRoot string
+	logDir   string
+	cgPrefix string // crid-test-<random>
+	rt       Runtime
+	n        int
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	for _, bin := range []string{"runc", "conmon"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not installed (apt-get install runc conmon): %v", bin, err)
+		}
+	}
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	e := &env{
+		t:        t,
+		rootfs:   t.TempDir(),
+		stateDir: t.TempDir(),
+		runcRoot: t.TempDir(),
+		logDir:   t.TempDir(),
+		cgPrefix: "crid-test-" + hex.EncodeToString(r[:]),
+	}
+	runcPath, _ := exec.LookPath("runc")
+	conmonPath, _ := exec.LookPath("conmon")
+	e.rt = Runtime{Name: "runc", Path: runcPath, Root: e.runcRoot, ConmonPath: conmonPath, Type: "oci"}
+	buildBusyboxRootfs(t, e.rootfs)
+	t.Cleanup(func() {
+		// Containers a failed test left behind.
+		out, _ := exec.Command(runcPath, "--root", e.runcRoot, "list", "-q").Output()
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command(runcPath, "--root", e.runcRoot, "delete", "--force", id).Run()
+		}
+		ents, _ := os.ReadDir(e.stateDir)
+		for _, d := range ents {
+			_ = mount.Unmount(filepath.Join(e.stateDir, d.Name(), "rootfs"))
+		}
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.cgPrefix + "*")
+		for _, d := range dirs {
+			_ = os.Remove(d)
+		}
+	})
+	return e
+}
+
+func buildBusyboxRootfs(t *testing.T, dir string) {
+	t.Helper()
+	for _, d := range []string{"bin", "proc", "dev", "sys", "tmp", "etc"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
+	}
+	src, err := os.ReadFile("/bin/busybox")
+	require.NoError(t, err, "needs Debian's busybox-static")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bin", "busybox"), src, 0o755))
+	for _, a := range []string{"sh", "echo", "sleep", "cat", "head", "tr", "true", "false", "ls", "ps", "seq"} {
+		require.NoError(t, os.Symlink("busybox", filepath.Join(dir, "bin", a)))
+	}
+}
+
+func (e *env) manager(opts ...func(*Options)) *Manager {
+	e.t.Helper()
+	o := Options{StateDir: e.stateDir, Runtimes: map[string]Runtime{"runc": e.rt}, DefaultRuntime: "runc"}
+	for _, f := range opts {
+		f(&o)
+	}
+	m, err := New(context.Background(), o)
+	require.NoError(e.t, err)
+	return m
+}
+
+// spec is a minimal hand-written spec (no seccomp, new namespaces).
+func (e *env) spec(args ...string) *specs.Spec {
+	e.n++
+	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_NET_BIND_SERVICE"}
+	adj := -998 // what kubelet asks for; must be clamped
+	return &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Args: args, Cwd: "/", Env: []string{"PATH=/bin"},
+			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
+			NoNewPrivileges: true, OOMScoreAdj: &adj,
+		},
+		Root:     &specs.Root{Path: "ignored"},
+		Hostname: "crid-test",
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: fmt.Sprintf("/%s-%d", e.cgPrefix, e.n),
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.MountNamespace}, {Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace},
+			},
+			MaskedPaths:   []string{"/proc/kcore"},
+			ReadonlyPaths: []string{"/proc/sys"},
+		},
+	}
+}
+
+func (e *env) config(name string, args ...string) CreateConfig {
+	return CreateConfig{
+		SandboxID:    "sandbox-" + e.cgPrefix,
+		Name:         name,
+		Spec:         e.spec(args...),
+		RootfsMounts: []mount.Mount{{Type: "bind", Source: e.rootfs, Options: []string{"rbind", "ro"}}},
+		LogPath:      filepath.Join(e.logDir, name+".log"),
+		Labels:       map[string]string{"test": e.t.Name()},
+	}
+}
+
+func (e *env) run(ctx context.Context, m *Manager, name string, args ...string) Record {
+	e.t.Helper()
+	rec, err := m.Create(ctx, e.config(name, args...))
+	require.NoError(e.t, err)
+	require.NoError(e.t, m.Start(ctx, rec.ID))
+	return rec
+}
+
+func waitExit(t *testing.T, m *Manager, id string) Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rec, err := m.Wait(ctx, id)
+	require.NoError(t, err)
+	return rec
+}
+
+// logLine is one parsed CRI log line.
+type logLine struct {
+	stream, tag, text string
+}
+
+func readLog(t *testing.T, path string) []logLine {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var out []logLine
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), " ", 4)
+		require.Len(t, parts, 4, "line %q", sc.Text())
+		_, err := time.Parse(time.RFC3339Nano, parts[0])
+		require.NoError(t, err, "timestamp of %q", sc.Text())
+		out = append(out, logLine{parts[1], parts[2], parts[3]})
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
+
+// fullLines joins partial (P) lines with the following full (F) line.
+func fullLines(lines []logLine, stream string) []string {
+	var out []string
+	var cur strings.Builder
+	for _, l := range lines {
+		if l.stream != stream {
+			continue
+		}
+		cur.WriteString(l.text)
+		if l.tag == "F" {
+			out = append(out, cur.String())
+			cur.Reset()
+		}
+	}
+	return out
+}
+
+func TestExitCodesAndLogs(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+
+	ok := e.run(ctx, m, "ok", "sh", "-c", "echo hello; echo oops >&2; head -c 20000 /dev/zero | tr '\\0' a; echo; echo after")
+	bad := e.run(ctx, m, "bad", "sh", "-c", "exit 3")
+
+	r := waitExit(t, m, ok.ID)
+	assert.Equal(t, StateExited, r.State)
+	assert.EqualValues(t, 0, r.ExitCode)
+	assert.Equal(t, ReasonCompleted, r.Reason)
+	assert.False(t, r.StartedAt.IsZero())
+	assert.False(t, r.FinishedAt.Before(r.StartedAt))
+
+	r = waitExit(t, m, bad.ID)
+	assert.EqualValues(t, 3, r.ExitCode)
+	assert.Equal(t, ReasonError, r.Reason)
+
+	lines := readLog(t, ok.LogPath)
+	assert.Equal(t, []string{"oops"}, fullLines(lines, "stderr"))
+	out := fullLines(lines, "stdout")
+	require.Len(t, out, 3, "stdout lines")
+	assert.Equal(t, "hello", out[0])
+	assert.Equal(t, strings.Repeat("a", 20000), out[1])
+	assert.Equal(t, "after", out[2])
+	var partial int
+	for _, l := range lines {
+		if l.tag == "P" {
+			partial++
+		}
+	}
+	assert.Positive(t, partial, "a 20000-byte line is split into P lines then an F line")
+
+	// The runtime state went with the exit; Remove cleans the rest.
+	for _, id := range []string{ok.ID, bad.ID} {
+		require.NoError(t, m.Remove(ctx, id))
+		_, err := m.Get(id)
+		assert.True(t, errdefs.IsNotFound(err))
+	}
+}
+
+func TestStopTimeoutKills(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+
+	rec := e.run(ctx, m, "stubborn", "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done")
+	got, err := m.Get(rec.ID[:12])
+	require.NoError(t, err)
+	assert.Equal(t, StateRunning, got.State)
+
+	start := time.Now()
+	require.NoError(t, m.Stop(ctx, rec.ID, time.Second, syscall.SIGTERM))
+	assert.GreaterOrEqual(t, time.Since(start), time.Second, "waited for the timeout")
+	got, err = m.Get(rec.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateExited, got.State)
+	assert.EqualValues(t, 137, got.ExitCode)
+	assert.Equal(t, ReasonError, got.Reason)
+
+	// Idempotent Stop and Remove.
+	require.NoError(t, m.Stop(ctx, rec.ID, time.Second, syscall.SIGTERM))
+	require.NoError(t, m.Remove(ctx, rec.ID))
+	assert.True(t, errdefs.IsNotFound(m.Remove(ctx, rec.ID)))
+	assert.True(t, errdefs.IsNotFound(m.Stop(ctx, rec.ID, 0, 0)))
+}
+
+func TestStopGraceful(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+	rec := e.run(ctx, m, "polite", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+	time.Sleep(200 * time.Millisecond) // let sh install the trap
+	require.NoError(t, m.Stop(ctx, rec.ID, 10*time.Second, 0))
+	got, _ := m.Get(rec.ID)
+	assert.EqualValues(t, 0, got.ExitCode)
+	assert.Equal(t, ReasonCompleted, got.Reason)
+	require.NoError(t, m.Remove(ctx, rec.ID))
+}
+
+func TestNameReservation(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+
+	cfg := e.config("web", "sleep", "1000")
+	first, err := m.Create(ctx, cfg)
+	require.NoError(t, err)
+	// kubelet's retry after its deadline: the Created container comes back.
+	again, err := m.Create(ctx, cfg)
+	require.NoError(t, err)
+	assert.Equal(t, first.ID, again.ID)
+
+	require.NoError(t, m.Start(ctx, first.ID))
+	_, err = m.Create(ctx, cfg)
+	var reserved *ReservedError
+	require.ErrorAs(t, err, &reserved)
+	assert.True(t, errdefs.IsConflict(err))
+
+	require.NoError(t, m.Remove(ctx, first.ID))
+	third, err := m.Create(ctx, cfg)
+	require.NoError(t, err, "the name is free after Remove")
+	assert.NotEqual(t, first.ID, third.ID)
+	require.NoError(t, m.Remove(ctx, third.ID))
+
+	// A failed create frees the name too.
+	bad := e.config("broken", "/no/such/binary")
+	_, err = m.Create(ctx, bad)
+	if err == nil {
+		// runc reports a missing binary at start on some versions.
+		recs := m.List(Filter{SandboxID: bad.SandboxID})
+		for _, r := range recs {
+			require.NoError(t, m.Remove(ctx, r.ID))
+		}
+	} else {
+		bad.Spec.Process.Args = []string{"true"}
+		r, err := m.Create(ctx, bad)
+		require.NoError(t, err)
+		require.NoError(t, m.Remove(ctx, r.ID))
+	}
+	assert.Empty(t, m.List(Filter{}))
+}
+
+func TestExecSync(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+	rec := e.run(ctx, m, "exec", "sleep", "1000")
+	defer func() { require.NoError(t, m.Remove(ctx, rec.ID)) }()
+
+	stdout, stderr, code, err := m.ExecSync(ctx, rec.ID, []string{"sh", "-c", "echo out; echo err >&2; exit 5"}, 10*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, "out\n", string(stdout))
+	assert.Equal(t, "err\n", string(stderr))
+	assert.Equal(t, 5, code)
+
+	// Output is capped at 16 MiB per stream.
+	stdout, _, code, err = m.ExecSync(ctx, rec.ID, []string{"sh", "-c", "head -c 17000000 /dev/zero"}, 30*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 0, code)
+	assert.Len(t, stdout, MaxExecOutput)
+
+	ticks := bootTicks(t)
+	start := time.Now()
+	_, _, _, err = m.ExecSync(ctx, rec.ID, []string{"sleep", "101"}, time.Second)
+	require.Error(t, err)
+	assert.True(t, errdefs.IsDeadlineExceeded(err), "%v", err)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	assert.Empty(t, sleepsSince(t, ticks, "101"), "the exec'd sleep is gone, not even a zombie")
+
+	_, _, _, err = m.ExecSync(ctx, "nope", []string{"true"}, time.Second)
+	assert.True(t, errdefs.IsNotFound(err))
+}
+
+// bootTicks returns the current time in clock ticks since boot, to compare
+// with /proc/<pid>/stat start times.
+func bootTicks(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/uptime")
+	require.NoError(t, err)
+	up, err := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	require.NoError(t, err)
+	return uint64(up*100) - 100 // USER_HZ is 100; a second of slack
+}
+
+// sleepsSince lists processes (zombies included) named sleep, started at
+// or after ticks, in a child pid namespace.
+func sleepsSince(t *testing.T, ticks uint64, arg string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil || !strings.Contains(string(stat), "(sleep)") {
+			continue
+		}
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		st, _ := strconv.ParseUint(f[19], 10, 64)
+		status, _ := os.ReadFile("/proc/" + d.Name() + "/status")
+		nested := false
+		for _, l := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(l, "NSpid:") && len(strings.Fields(l)) > 2 {
+				nested = true
+			}
+		}
+		cmdline, _ := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if st >= ticks && nested && (len(cmdline) == 0 || strings.Contains(string(cmdline), arg)) {
+			t.Logf("left: pid %d state %s cmdline %q", pid, f[0], cmdline)
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func TestReopenLog(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+	const n = 300
+	rec := e.run(ctx, m, "rotate", "sh", "-c", fmt.Sprintf("i=0; while [ $i -lt %d ]; do echo line$i; i=$((i+1)); sleep 0.01; done", n))
+
+	time.Sleep(500 * time.Millisecond)
+	require.NoError(t, os.Rename(rec.LogPath, rec.LogPath+".1"))
+	require.NoError(t, m.ReopenLog(ctx, rec.ID))
+	r := waitExit(t, m, rec.ID)
+	require.EqualValues(t, 0, r.ExitCode)
+
+	old := fullLines(readLog(t, rec.LogPath+".1"), "stdout")
+	cur := fullLines(readLog(t, rec.LogPath), "stdout")
+	assert.NotEmpty(t, old)
+	assert.NotEmpty(t, cur, "new lines land in the new file")
+	all := append(old, cur...)
+	require.Len(t, all, n, "no line lost or duplicated")
+	for i, l := range all {
+		assert.Equal(t, fmt.Sprintf("line%d", i), l)
+	}
+	require.NoError(t, m.Remove(ctx, rec.ID))
+}
+
+func TestRecoveryRunning(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	m1 := e.manager()
+	rec := e.run(ctx, m1, "survivor", "sleep", "1000")
+	created, err := m1.Create(ctx, e.config("waiting", "sleep", "1000"))
+	require.NoError(t, err)
+	require.NoError(t, m1.Close()) // crid goes down; conmon stays
+
+	m2 := e.manager()
+	defer m2.Close()
+	got, err := m2.Get(rec.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateRunning, got.State)
+	assert.Equal(t, rec.Pid, got.Pid)
+	got, err = m2.Get(created.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateCreated, got.State)
+	// The name is reserved again: the retry gets the Created container.
+	again, err := m2.Create(ctx, e.config("waiting", "sleep", "1000"))
+	require.NoError(t, err)
+	assert.Equal(t, created.ID, again.ID)
+
+	require.NoError(t, m2.Stop(ctx, rec.ID, 0, 0))
+	got, _ = m2.Get(rec.ID)
+	assert.Equal(t, StateExited, got.State)
+	assert.EqualValues(t, 137, got.ExitCode)
+	require.NoError(t, m2.Remove(ctx, rec.ID))
+	require.NoError(t, m2.Remove(ctx, created.ID))
+}
+
+func TestRecoveryExitedWhileDown(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	m1 := e.manager()
+	rec := e.run(ctx, m1, "short", "sh", "-c", "sleep 1; exit 3")
+	require.NoError(t, m1.Close())
+
+	// Wait for conmon's exit file while no Manager is watching.
+	deadline := time.Now().Add(20 * time.Second)
+	for !fileExists(filepath.Join(e.stateDir, "exits", rec.ID)) {
+		require.True(t, time.Now().Before(deadline), "no exit file")
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A corrupt record becomes one Unknown container, not a failed New.
+	badID := strings.Repeat("ab", 32)
+	require.NoError(t, os.MkdirAll(filepath.Join(e.stateDir, badID), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(e.stateDir, badID, checkpointFile), []byte("{garbage"), 0o600))
+
+	var exits []Record
+	m2 := e.manager(func(o *Options) { o.OnExit = func(r Record) { exits = append(exits, r) } })
+	defer m2.Close()
+	got, err := m2.Get(rec.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateExited, got.State)
+	assert.EqualValues(t, 3, got.ExitCode)
+	assert.Equal(t, ReasonError, got.Reason)
+	assert.False(t, got.FinishedAt.IsZero())
+	require.Len(t, exits, 1, "New reports the exit that happened while crid was down")
+	assert.Equal(t, rec.ID, exits[0].ID)
+
+	bad, err := m2.Get(badID)
+	require.NoError(t, err)
+	assert.Equal(t, StateUnknown, bad.State)
+	require.NoError(t, m2.Stop(ctx, badID, 0, 0))
+	require.NoError(t, m2.Remove(ctx, badID))
+	require.NoError(t, m2.Remove(ctx, rec.ID))
+}
+
+func TestOnExitAndOOMScoreClamp(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	exited := make(chan Record, 1)
+	m := e.manager(func(o *Options) { o.OnExit = func(r Record) { exited <- r } })
+	defer m.Close()
+	rec := e.run(ctx, m, "quick", "sh", "-c", "cat /proc/self/oom_score_adj; exit 7")
+	select {
+	case r := <-exited:
+		assert.Equal(t, rec.ID, r.ID)
+		assert.EqualValues(t, 7, r.ExitCode)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit event")
+	}
+	own, err := oomScoreAdjMin()
+	require.NoError(t, err)
+	out := fullLines(readLog(t, rec.LogPath), "stdout")
+	assert.Equal(t, []string{strconv.Itoa(own)}, out, "oomScoreAdj -998 was clamped to crid's own")
+	require.NoError(t, m.Remove(ctx, rec.ID))
+}
+
+func TestUpdateResourcesAndFeatures(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+	rec := e.run(ctx, m, "upd", "sleep", "1000")
+	limit := int64(64 << 20)
+	require.NoError(t, m.UpdateResources(ctx, rec.ID, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}))
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", rec.CgroupsPath, "memory.limit_in_bytes"))
+	require.NoError(t, err)
+	assert.Equal(t, strconv.FormatInt(limit, 10), strings.TrimSpace(string(b)))
+	require.NoError(t, m.Remove(ctx, rec.ID))
+
+	f, err := e.rt.Features(ctx)
+	require.NoError(t, err)
+	assert.NotEmpty(t, f.OCIVersionMax)
+}
+
+func TestLeaks(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ignore := goleak.IgnoreCurrent()
+	m := e.manager()
+
+	// Memory of one monitor, for the record.
+	rec := e.run(ctx, m, "mem", "sleep", "1000")
+	rss, pss := smapsRollup(t, rec.ConmonPid)
+	t.Logf("conmon pid %d for a running sleep: RSS %d KiB, PSS %d KiB", rec.ConmonPid, rss, pss)
+	require.NoError(t, m.Remove(ctx, rec.ID))
+
+	for i := range 30 {
+		r := e.run(ctx, m, fmt.Sprintf("cycle-%d", i), "sleep", "1000")
+		require.NoError(t, m.Stop(ctx, r.ID, 0, 0))
+		require.NoError(t, m.Remove(ctx, r.ID))
+	}
+	require.NoError(t, m.Close())
+	goleak.VerifyNone(t, ignore)
+
+	mounted, err := mountedUnder(e.stateDir)
+	require.NoError(t, err)
+	assert.False(t, mounted, "mounts left under the state dir")
+	ents, err := os.ReadDir(e.stateDir)
+	require.NoError(t, err)
+	for _, d := range ents {
+		assert.Contains(t, []string{"exits", "sockets"}, d.Name(), "left in state dir")
+	}
+	for _, d := range []string{"exits", "sockets"} {
+		left, _ := os.ReadDir(filepath.Join(e.stateDir, d))
+		assert.Empty(t, left, "left in %s", d)
+	}
+	runcLeft, _ := os.ReadDir(e.runcRoot)
+	assert.Empty(t, runcLeft, "runc state dirs left")
+	cg, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.cgPrefix + "*")
+	assert.Empty(t, cg, "cgroup dirs left")
+	// conmon exits with its container; give the last one a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(conmonsFor(e.stateDir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	assert.Empty(t, conmonsFor(e.stateDir), "conmon processes left")
+}
+
+func conmonsFor(stateDir string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if strings.Contains(string(cmd), "conmon") && strings.Contains(string(cmd), stateDir) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func smapsRollup(t *testing.T, pid int) (rssKiB, pssKiB int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.Atoi(f[1])
+		switch f[0] {
+		case "Rss:":
+			rssKiB = v
+		case "Pss:":
+			pssKiB = v
+		}
+	}
+	return rssKiB, pssKiB
+}

@@ -1,0 +1,92 @@
+package container
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// procStartTime returns the start time of pid (field 22 of
+// /proc/<pid>/stat, clock ticks since boot); with the pid it names one
+// process across PID reuse. ok is false when the process is gone.
+func procStartTime(pid int) (start uint64, ok bool) {
+	if pid <= 0 {
+		return 0, false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// comm (field 2) may hold spaces and parentheses: split after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	// fields[0] is field 3 (state); field 22 is fields[19].
+	if len(fields) < 20 || fields[0] == "Z" || fields[0] == "X" {
+		return 0, false
+	}
+	start, err = strconv.ParseUint(fields[19], 10, 64)
+	return start, err == nil
+}
+
+// processAlive reports whether pid runs and started at start (0: any).
+func processAlive(pid int, start uint64) bool {
+	s, ok := procStartTime(pid)
+	return ok && (start == 0 || s == start)
+}
+
+// oomKilled reports whether the kernel OOM-killed a process of the
+// container's cgroup. It is a variable so tests can replace it; it must be
+// called before the runtime deletes the cgroup.
+var oomKilled = cgroupOOMKilled
+
+// cgroupOOMKilled reads the oom_kill counter of a cgroupfs cgroupsPath:
+// memory.oom_control on v1, memory.events on v2. Systemd-style paths
+// ("slice:prefix:name") are not resolved and report false.
+func cgroupOOMKilled(cgroupsPath string) bool {
+	if cgroupsPath == "" || strings.Contains(cgroupsPath, ":") {
+		return false
+	}
+	p := filepath.Clean("/" + cgroupsPath)
+	for _, f := range []string{
+		filepath.Join("/sys/fs/cgroup/memory", p, "memory.oom_control"),
+		filepath.Join("/sys/fs/cgroup", p, "memory.events"),
+	} {
+		if n, err := readCounter(f, "oom_kill"); err == nil {
+			return n > 0
+		}
+	}
+	return false
+}
+
+func readCounter(path, key string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s", path, key)
+}
+
+// oomScoreAdjMin is the lowest oom_score_adj crid may give its children
+// without CAP_SYS_RESOURCE: its own.
+func oomScoreAdjMin() (int, error) {
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}

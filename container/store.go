@@ -1,0 +1,143 @@
+package container
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/crid-dev/crid/internal/atomicfile"
+	"github.com/crid-dev/crid/internal/mount"
+)
+
+// checkpointVersion is the version of checkpoint.json. Bump it (and keep a
+// reader for the old one) whenever Record changes incompatibly.
+const checkpointVersion = "v1"
+
+const (
+	checkpointFile = "checkpoint.json"
+	removingPrefix = ".removing-"
+)
+
+type checkpoint struct {
+	Version string  `json:"version"`
+	Record  *Record `json:"record"`
+}
+
+// writeCheckpoint persists rec atomically into its bundle.
+func writeCheckpoint(rec *Record) error {
+	b, err := json.Marshal(checkpoint{Version: checkpointVersion, Record: rec})
+	if err != nil {
+		return fmt.Errorf("encode checkpoint of container %s: %w", rec.ID, err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(rec.Bundle, checkpointFile), b, 0o600); err != nil {
+		return fmt.Errorf("write checkpoint of container %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// readCheckpoint loads a bundle's record. A missing file is ErrNotFound; a
+// bad one is ErrDataLoss.
+func readCheckpoint(bundle string) (*Record, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, checkpointFile))
+	if os.IsNotExist(err) {
+		return nil, fmt.Errorf("checkpoint in %s: %w", bundle, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint in %s: %w", bundle, err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("decode checkpoint in %s: %w: %w", bundle, err, errdefs.ErrDataLoss)
+	}
+	if cp.Version != checkpointVersion || cp.Record == nil {
+		return nil, fmt.Errorf("checkpoint in %s: version %q: %w", bundle, cp.Version, errdefs.ErrDataLoss)
+	}
+	return cp.Record, nil
+}
+
+// removeBundle unmounts the rootfs and deletes the bundle: renamed first so
+// that a crash leaves a .removing- dir that recovery finishes, never a
+// half-deleted bundle with a checkpoint.
+func removeBundle(bundle string) error {
+	if _, err := os.Lstat(bundle); os.IsNotExist(err) {
+		return nil
+	}
+	if err := unmountRootfs(bundle); err != nil {
+		return err
+	}
+	dir, base := filepath.Split(bundle)
+	target := bundle
+	if !strings.HasPrefix(base, removingPrefix) {
+		target = filepath.Join(dir, removingPrefix+base)
+		if err := os.Rename(bundle, target); err != nil {
+			return fmt.Errorf("remove bundle %s: %w", bundle, err)
+		}
+	}
+	if err := os.RemoveAll(target); err != nil {
+		return fmt.Errorf("remove bundle %s: %w", bundle, err)
+	}
+	return nil
+}
+
+// unmountRootfs unmounts <bundle>/rootfs and makes sure nothing is mounted
+// there any more, so that deleting the bundle can never reach into an
+// image's or the host's files.
+func unmountRootfs(bundle string) error {
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := mount.Unmount(rootfs); err != nil {
+		return err
+	}
+	mounted, err := mountedUnder(rootfs)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		return fmt.Errorf("rootfs %s is still mounted: %w", rootfs, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// mountedUnder reports whether dir or anything below it is a mount point.
+func mountedUnder(dir string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("read mountinfo: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			v := (int(s[i+1]-'0') << 6) | (int(s[i+2]-'0') << 3) | int(s[i+3]-'0')
+			b.WriteByte(byte(v))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
