@@ -282,16 +282,25 @@ type CreateConfig struct {
 	Spec *specs.Spec
 	// RootfsMounts are mounted at <bundle>/rootfs before the runtime runs.
 	RootfsMounts []mount.Mount
-	LogPath      string
-	Stdin        bool
-	StdinOnce    bool
-	TTY          bool
-	Runtime      string // handler; "" for the default
-	Labels       map[string]string
-	Annotations  map[string]string
-	Image        Image
-	Mounts       []specs.Mount // for status
-	Extra        []byte
+	// PrepareRootfs, when set, is called with the new container's ID before
+	// anything else is made and returns the rootfs mounts (instead of
+	// RootfsMounts) and how to undo them (the snapshot named after the
+	// container). The undo runs when the creation fails.
+	PrepareRootfs func(ctx context.Context, id string) ([]mount.Mount, func(context.Context) error, error)
+	// SpecFunc, when set and Spec is nil, builds the spec once the rootfs
+	// is mounted at rootfs (to read its /etc/passwd and /etc/group). The
+	// extra bytes it returns, when not nil, replace Extra.
+	SpecFunc    func(ctx context.Context, id, rootfs string) (spec *specs.Spec, extra []byte, err error)
+	LogPath     string
+	Stdin       bool
+	StdinOnce   bool
+	TTY         bool
+	Runtime     string // handler; "" for the default
+	Labels      map[string]string
+	Annotations map[string]string
+	Image       Image
+	Mounts      []specs.Mount // for status
+	Extra       []byte
 }
 
 // Create creates a container: bundle, rootfs, conmon and `runtime create`.
@@ -303,7 +312,7 @@ func (m *Manager) Create(ctx context.Context, cfg CreateConfig) (Record, error) 
 	if cfg.SandboxID == "" || cfg.Name == "" {
 		return Record{}, fmt.Errorf("create container: sandbox id and name are required: %w", errdefs.ErrInvalidArgument)
 	}
-	if cfg.Spec == nil || cfg.Spec.Process == nil {
+	if (cfg.Spec == nil || cfg.Spec.Process == nil) && cfg.SpecFunc == nil {
 		return Record{}, fmt.Errorf("create container %s: spec with a process is required: %w", cfg.Name, errdefs.ErrInvalidArgument)
 	}
 	handler := cfg.Runtime
@@ -399,13 +408,33 @@ func (m *Manager) create(ctx context.Context, id, key string, rt Runtime, handle
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return nil, fmt.Errorf("create rootfs dir of container %s: %w", id, err)
 	}
-	if len(cfg.RootfsMounts) > 0 {
-		if err := mount.All(cfg.RootfsMounts, rootfs); err != nil {
+	mounts := cfg.RootfsMounts
+	if cfg.PrepareRootfs != nil {
+		ms, undo, err := cfg.PrepareRootfs(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("prepare rootfs of container %s: %w", id, err)
+		}
+		cu.Add("release rootfs of "+id, undo)
+		mounts = ms
+	}
+	if len(mounts) > 0 {
+		if err := mount.All(mounts, rootfs); err != nil {
 			return nil, fmt.Errorf("mount rootfs of container %s: %w", id, err)
 		}
 		cu.Add("unmount rootfs "+rootfs, func(context.Context) error { return mount.Unmount(rootfs) })
 	}
-	spec, err := prepareSpec(cfg.Spec)
+	in := cfg.Spec
+	if in == nil {
+		generated, extra, err := cfg.SpecFunc(ctx, id, rootfs)
+		if err != nil {
+			return nil, fmt.Errorf("generate spec of container %s: %w", id, err)
+		}
+		in = generated
+		if extra != nil {
+			cfg.Extra = extra
+		}
+	}
+	spec, err := prepareSpec(in)
 	if err != nil {
 		return nil, fmt.Errorf("prepare spec of container %s: %w", id, err)
 	}
@@ -417,6 +446,13 @@ func (m *Manager) create(ctx context.Context, id, key string, rt Runtime, handle
 		return nil, fmt.Errorf("write spec of container %s: %w", id, err)
 	}
 	logPath := cfg.LogPath
+	if logPath != "" {
+		// kubelet makes the pod's log directory; the container's own
+		// directory inside it is the runtime's to make.
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+			return nil, fmt.Errorf("create log directory of container %s: %w", id, err)
+		}
+	}
 	if logPath == "" {
 		logPath = filepath.Join(bundle, "console.log")
 	}

@@ -6,6 +6,7 @@ set -euo pipefail
 export PATH=$PATH:/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES=(
   runc                         # default OCI runtime
+  conmon                       # the per-container monitor
   containernetworking-plugins  # bridge, host-local, portmap, loopback
   iptables
   docker-registry              # the Distribution server, for tests
@@ -28,6 +29,13 @@ fi
 # init script; the tests start their own on free loopback ports instead.
 if command -v service >/dev/null && [[ -x /etc/init.d/docker-registry ]]; then
   service docker-registry stop >/dev/null 2>&1 || true
+fi
+
+# The critest images are built from Debian's dynamically linked busybox,
+# which imagebuild fetches with apt-get download (it conflicts with
+# busybox-static, so it is never installed): that needs the package lists.
+if ! apt-cache show busybox >/dev/null 2>&1; then
+  apt-get update -qq
 fi
 
 if ! command -v go >/dev/null; then

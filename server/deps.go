@@ -2,9 +2,16 @@ package server
 
 import (
 	"context"
+	"syscall"
+	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/crid-dev/crid/container"
+	"github.com/crid-dev/crid/container/spec"
 	"github.com/crid-dev/crid/imagestore"
 	"github.com/crid-dev/crid/imagestore/registry"
+	"github.com/crid-dev/crid/sandbox"
 	"github.com/crid-dev/crid/snapshotter"
 )
 
@@ -21,3 +28,37 @@ type ImageStore interface {
 type FilesystemUsage interface {
 	Usage(ctx context.Context) (images, containers snapshotter.FsUsage, err error)
 }
+
+// Sandboxes is what the RuntimeService needs of sandbox.Manager.
+type Sandboxes interface {
+	Run(ctx context.Context, cfg sandbox.Config) (*sandbox.Sandbox, error)
+	Stop(ctx context.Context, id string) error
+	Remove(ctx context.Context, id string) error
+	Get(id string) (*sandbox.Sandbox, error)
+	List(f sandbox.Filter) []*sandbox.Sandbox
+	// WithReady runs fn while the sandbox is Ready and cannot start stopping.
+	WithReady(ctx context.Context, id string, fn func(context.Context, *sandbox.Sandbox) error) error
+}
+
+// Containers is what the RuntimeService needs of container.Manager.
+type Containers interface {
+	Create(ctx context.Context, cfg container.CreateConfig) (container.Record, error)
+	Start(ctx context.Context, id string) error
+	Stop(ctx context.Context, id string, timeout time.Duration, sig syscall.Signal) error
+	Remove(ctx context.Context, id string) error
+	Get(id string) (container.Record, error)
+	List(f container.Filter) []container.Record
+	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, exitCode int, err error)
+	ReopenLog(ctx context.Context, id string) error
+	UpdateResources(ctx context.Context, id string, r *specs.LinuxResources) error
+}
+
+// Rootfs prepares and releases containers' writable root filesystems on top
+// of an image's top layer (the snapshotter).
+type Rootfs interface {
+	Prepare(ctx context.Context, key, parent string) ([]snapshotter.Mount, error)
+	Remove(ctx context.Context, key string) error
+}
+
+// SpecGenerator builds a container's OCI spec (container/spec.Generate).
+type SpecGenerator func(in spec.Input) (*specs.Spec, error)

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/container/spec"
 	"github.com/crid-dev/crid/imagestore"
 	"github.com/crid-dev/crid/imagestore/registry"
 	"github.com/crid-dev/crid/snapshotter"
@@ -127,7 +129,11 @@ func startServer(t *testing.T, images ImageStore, fs FilesystemUsage) (runtime.I
 	t.Helper()
 	is, err := NewImageService(ImageServiceDeps{Images: images, Filesystems: fs})
 	require.NoError(t, err)
-	rs, err := NewRuntimeService(RuntimeServiceDeps{Version: "test"})
+	rs, err := NewRuntimeService(RuntimeServiceDeps{
+		Version: "test", Sandboxes: newFakeSandboxes(), Containers: newFakeContainers(), Images: images,
+		Rootfs: fakeRootfs{}, Specs: spec.Generate, Handlers: []RuntimeHandler{{Name: "runc"}},
+		CgroupDriver: cgroupmgr.Cgroupfs,
+	})
 	require.NoError(t, err)
 	logger := slog.New(slog.DiscardHandler)
 	gs := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor(logger)), grpc.StreamInterceptor(StreamInterceptor(logger)))
@@ -278,8 +284,8 @@ func TestErrorsMapToCodes(t *testing.T) {
 			_, err := ic.PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: "panic"}})
 			return err
 		}, codes.Internal},
-		{"pod RPCs not built yet", func() error {
-			_, err := rc.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{})
+		{"streaming RPCs not built yet", func() error {
+			_, err := rc.Exec(ctx, &runtime.ExecRequest{})
 			return err
 		}, codes.Unimplemented},
 	} {
@@ -309,9 +315,19 @@ func TestRuntimeInfoAndFsInfo(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, st.GetStatus().GetConditions(), 2)
 	for _, c := range st.GetStatus().GetConditions() {
-		require.False(t, c.GetStatus(), "%s must not claim readiness before pods exist", c.GetType())
-		require.NotEmpty(t, c.GetReason())
+		switch c.GetType() {
+		case runtime.RuntimeReady:
+			require.True(t, c.GetStatus())
+		case runtime.NetworkReady:
+			require.False(t, c.GetStatus(), "no CNI yet: the network must not claim readiness")
+			require.NotEmpty(t, c.GetReason())
+		}
 	}
+	require.Equal(t, "runc", st.GetRuntimeHandlers()[0].GetName())
+
+	rcfg, err := rc.RuntimeConfig(ctx, &runtime.RuntimeConfigRequest{})
+	require.NoError(t, err)
+	require.Equal(t, runtime.CgroupDriver_CGROUPFS, rcfg.GetLinux().GetCgroupDriver())
 
 	fi, err := ic.ImageFsInfo(ctx, &runtime.ImageFsInfoRequest{})
 	require.NoError(t, err)

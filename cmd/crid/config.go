@@ -34,7 +34,23 @@ type Config struct {
 	// LogFormat is text or json.
 	LogFormat string `toml:"log_format" comment:"text or json."`
 
-	Image ImageConfig `toml:"image"`
+	Image   ImageConfig   `toml:"image"`
+	Runtime RuntimeConfig `toml:"runtime"`
+}
+
+// RuntimeConfig configures how containers run.
+type RuntimeConfig struct {
+	DefaultRuntime string `toml:"default_runtime" comment:"Handler used when a pod names none."`
+	CgroupDriver   string `toml:"cgroup_driver" comment:"cgroupfs or systemd; must match kubelet's cgroupDriver."`
+	Conmon         string `toml:"conmon" comment:"The per-container monitor (conmon)."`
+	// Handlers are the OCI runtimes by handler name (RuntimeClass handler).
+	Handlers map[string]HandlerConfig `toml:"handlers" comment:"OCI runtimes by handler name (a RuntimeClass's handler). A handler whose binary is missing is left out at start."`
+}
+
+// HandlerConfig is one OCI runtime.
+type HandlerConfig struct {
+	Path string `toml:"path" comment:"runc- or crun-compatible binary."`
+	Root string `toml:"root,omitempty" comment:"The runtime's --root; default <state>/runtime/<handler>."`
 }
 
 // ImageConfig configures image pulls and storage.
@@ -82,6 +98,15 @@ func defaultConfig() Config {
 			GzipDecompressor:       "auto",
 			SandboxImage:           "registry.k8s.io/pause:3.10",
 			PinnedImages:           []string{},
+		},
+		Runtime: RuntimeConfig{
+			DefaultRuntime: "runc",
+			CgroupDriver:   "cgroupfs",
+			Conmon:         "/usr/bin/conmon",
+			Handlers: map[string]HandlerConfig{
+				"runc": {Path: "/usr/sbin/runc"},
+				"crun": {Path: "/usr/bin/crun"},
+			},
 		},
 	}
 }
@@ -162,6 +187,17 @@ func (c Config) validate() error {
 	}
 	if d := c.Image.GzipDecompressor; d != "auto" && d != "builtin" && !filepath.IsAbs(d) {
 		errs = append(errs, fmt.Errorf("image.gzip_decompressor must be auto, builtin or an absolute path, got %q", d))
+	}
+	if _, ok := c.Runtime.Handlers[c.Runtime.DefaultRuntime]; !ok {
+		errs = append(errs, fmt.Errorf("runtime.default_runtime %q is not one of runtime.handlers", c.Runtime.DefaultRuntime))
+	}
+	if c.Runtime.CgroupDriver != "cgroupfs" && c.Runtime.CgroupDriver != "systemd" {
+		errs = append(errs, fmt.Errorf("runtime.cgroup_driver must be cgroupfs or systemd, got %q", c.Runtime.CgroupDriver))
+	}
+	for name, h := range c.Runtime.Handlers {
+		if !filepath.IsAbs(h.Path) {
+			errs = append(errs, fmt.Errorf("runtime.handlers.%s.path must be an absolute path, got %q", name, h.Path))
+		}
 	}
 	if c.Image.MaxLayerSize <= 0 {
 		errs = append(errs, fmt.Errorf("image.max_layer_size must be positive"))

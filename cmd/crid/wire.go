@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
 
@@ -17,9 +18,13 @@ import (
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/container"
+	"github.com/crid-dev/crid/container/spec"
 	"github.com/crid-dev/crid/imagestore"
 	"github.com/crid-dev/crid/imagestore/registry"
 	"github.com/crid-dev/crid/internal/log"
+	"github.com/crid-dev/crid/sandbox"
 	"github.com/crid-dev/crid/server"
 	"github.com/crid-dev/crid/snapshotter"
 	"github.com/crid-dev/crid/snapshotter/native"
@@ -32,6 +37,8 @@ var (
 	_ server.ImageStore       = (*imagestore.Store)(nil)
 	_ snapshotter.Snapshotter = (*overlay.Snapshotter)(nil)
 	_ snapshotter.Snapshotter = (*native.Snapshotter)(nil)
+	_ server.Sandboxes        = (*sandbox.Manager)(nil)
+	_ server.Containers       = (*container.Manager)(nil)
 )
 
 // gracePeriod bounds how long in-flight RPCs may run after SIGTERM.
@@ -70,8 +77,25 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	sandboxes, err := sandbox.New(ctx, sandbox.Options{StateDir: filepath.Join(cfg.State, "sandboxes")})
+	if err != nil {
+		return fmt.Errorf("recover pod sandboxes: %w", err)
+	}
+	containers, handlers, err := newContainerManager(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer containers.Close()
+
 	inUse := images.CacheIDs()
-	if n, err := server.SweepSnapshots(ctx, sn, func(key string) bool { return inUse[key] }); err != nil {
+	owned := func(key string) bool {
+		if inUse[key] {
+			return true
+		}
+		_, err := containers.Get(key)
+		return err == nil
+	}
+	if n, err := server.SweepSnapshots(ctx, sn, owned); err != nil {
 		logger.Warn("sweep orphan snapshots", "error", err)
 	} else if n > 0 {
 		logger.Info("removed orphan snapshots", "count", n)
@@ -84,7 +108,25 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	runtimeSvc, err := server.NewRuntimeService(server.RuntimeServiceDeps{Version: version})
+	host, err := spec.ProbeHost()
+	if err != nil {
+		return fmt.Errorf("probe host for container specs: %w", err)
+	}
+	driver, err := cgroupmgr.ParseDriver(cfg.Runtime.CgroupDriver)
+	if err != nil {
+		return err
+	}
+	runtimeSvc, err := server.NewRuntimeService(server.RuntimeServiceDeps{
+		Version:      version,
+		Sandboxes:    sandboxes,
+		Containers:   containers,
+		Images:       images,
+		Rootfs:       sn,
+		Specs:        spec.Generate,
+		SpecHost:     host,
+		Handlers:     handlers,
+		CgroupDriver: driver,
+	})
 	if err != nil {
 		return err
 	}
@@ -147,6 +189,49 @@ func newSnapshotter(ctx context.Context, cfg Config) (snapshotter.Snapshotter, e
 	default:
 		return native.New(filepath.Join(base, "native"))
 	}
+}
+
+// newContainerManager recovers the containers and configures the runtime
+// handlers whose binaries exist; the default handler is listed first.
+func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, []server.RuntimeHandler, error) {
+	runtimes := map[string]container.Runtime{}
+	var handlers []server.RuntimeHandler
+	names := make([]string, 0, len(cfg.Runtime.Handlers))
+	for name := range cfg.Runtime.Handlers {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		// The default first, then by name.
+		if (names[i] == cfg.Runtime.DefaultRuntime) != (names[j] == cfg.Runtime.DefaultRuntime) {
+			return names[i] == cfg.Runtime.DefaultRuntime
+		}
+		return names[i] < names[j]
+	})
+	for _, name := range names {
+		h := cfg.Runtime.Handlers[name]
+		if _, err := os.Stat(h.Path); err != nil {
+			if name == cfg.Runtime.DefaultRuntime {
+				return nil, nil, fmt.Errorf("default runtime handler %s: %w", name, err)
+			}
+			log.G(ctx).Warn("runtime handler left out: binary missing", "handler", name, "path", h.Path)
+			continue
+		}
+		root := h.Root
+		if root == "" {
+			root = filepath.Join(cfg.State, "runtime", name)
+		}
+		runtimes[name] = container.Runtime{Name: name, Path: h.Path, Root: root, ConmonPath: cfg.Runtime.Conmon, Type: "oci"}
+		handlers = append(handlers, server.RuntimeHandler{Name: name})
+	}
+	m, err := container.New(ctx, container.Options{
+		StateDir:       filepath.Join(cfg.State, "containers"),
+		Runtimes:       runtimes,
+		DefaultRuntime: cfg.Runtime.DefaultRuntime,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("recover containers: %w", err)
+	}
+	return m, handlers, nil
 }
 
 // newImageStore opens the image store of snapshotter sn, pulling through a

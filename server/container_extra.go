@@ -1,0 +1,45 @@
+package server
+
+import (
+	"encoding/json"
+	"syscall"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// containerExtra is what the server keeps with a container record (its
+// Extra bytes) to answer CRI calls later: the CRI view of its mounts, the
+// image's stop signal and the user it runs as.
+type containerExtra struct {
+	Version    string           `json:"version"`
+	Mounts     []*runtime.Mount `json:"mounts,omitempty"`
+	StopSignal int              `json:"stopSignal,omitempty"`
+	UID        int64            `json:"uid"`
+	GID        int64            `json:"gid"`
+	Groups     []int64          `json:"groups,omitempty"`
+}
+
+const containerExtraVersion = "v1"
+
+func (e containerExtra) encode() []byte {
+	e.Version = containerExtraVersion
+	b, _ := json.Marshal(e) // plain data: cannot fail
+	return b
+}
+
+// decodeContainerExtra is lenient: a record without (or with unreadable)
+// extra data still answers status, with fewer details.
+func decodeContainerExtra(b []byte) containerExtra {
+	var e containerExtra
+	if len(b) > 0 {
+		_ = json.Unmarshal(b, &e)
+	}
+	return e
+}
+
+func (e containerExtra) stopSignal() syscall.Signal {
+	if e.StopSignal <= 0 {
+		return syscall.SIGTERM
+	}
+	return syscall.Signal(e.StopSignal)
+}

@@ -1,0 +1,45 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/internal/log"
+)
+
+// RemoveContainer removes a container, running or not, and its writable
+// layer. Removing an unknown container succeeds.
+func (s *RuntimeService) RemoveContainer(ctx context.Context, r *runtime.RemoveContainerRequest) (*runtime.RemoveContainerResponse, error) {
+	id := r.GetContainerId()
+	if id == "" {
+		return nil, fmt.Errorf("container id is required: %w", errdefs.ErrInvalidArgument)
+	}
+	c, err := s.containers.Get(id)
+	if errdefs.IsNotFound(err) {
+		return &runtime.RemoveContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ctx = log.With(ctx, "containerid", c.ID)
+	if err := s.removeContainer(ctx, c.ID); err != nil {
+		return nil, err
+	}
+	log.G(ctx).Info("container removed")
+	return &runtime.RemoveContainerResponse{}, nil
+}
+
+// removeContainer removes the container (stopping it at once if it runs)
+// and then its snapshot, which is named after it.
+func (s *RuntimeService) removeContainer(ctx context.Context, id string) error {
+	if err := s.containers.Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	if err := s.rootfs.Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove rootfs of container %s: %w", id, err)
+	}
+	return nil
+}
