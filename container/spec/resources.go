@@ -21,8 +21,27 @@ func setResources(s *specs.Spec, in Input, log *slog.Logger) error {
 	}
 	adj := clampOOM(r.OOMScoreAdj, in.Host.OOMScoreAdjMin)
 	s.Process.OOMScoreAdj = &adj
+	return addResources(s.Linux.Resources, r, in.Host, log)
+}
 
-	lr := s.Linux.Resources
+// LinuxResources maps CRI resources to the OCI form, for
+// UpdateContainerResources: the same rules as Generate (hugepage limits
+// dropped without hugetlb, unified keys dropped on cgroup v1).
+func LinuxResources(r *Resources, h Host, log *slog.Logger) (*specs.LinuxResources, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	lr := &specs.LinuxResources{}
+	if r == nil {
+		return lr, nil
+	}
+	if err := addResources(lr, r, h, log); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}
+
+func addResources(lr *specs.LinuxResources, r *Resources, h Host, log *slog.Logger) error {
 	cpu := &specs.LinuxCPU{Cpus: r.CpusetCpus, Mems: r.CpusetMems}
 	if r.CPUShares < 0 || r.CPUPeriod < 0 {
 		return fmt.Errorf("negative cpu shares or period: %w", errdefs.ErrInvalidArgument)
@@ -61,7 +80,7 @@ func setResources(s *specs.Spec, in Input, log *slog.Logger) error {
 	}
 
 	if len(r.HugepageLimits) > 0 {
-		if !in.Host.HugetlbAvailable {
+		if !h.HugetlbAvailable {
 			log.Warn("hugetlb controller is absent, dropping hugepage limits", "limits", len(r.HugepageLimits))
 		} else {
 			for _, h := range r.HugepageLimits {
@@ -73,7 +92,7 @@ func setResources(s *specs.Spec, in Input, log *slog.Logger) error {
 		}
 	}
 	if len(r.Unified) > 0 {
-		if !in.Host.CgroupV2 {
+		if !h.CgroupV2 {
 			log.Warn("cgroup v1 host, dropping unified resources", "keys", len(r.Unified))
 		} else {
 			lr.Unified = maps.Clone(r.Unified)
