@@ -29,9 +29,12 @@ func newExternalDecompressor(argv []string, src io.Reader) (*externalDecompresso
 	d := &externalDecompressor{cmd: exec.Command(argv[0], argv[1:]...)}
 	d.cmd.Stdin = src
 	d.cmd.Stderr = &limitedBuffer{buf: &d.stderr, max: 4096}
+	// No Pdeathsig: Linux sends it when the forking *thread* exits, and Go
+	// ends a thread whenever a goroutine locked to it (the sandbox's
+	// namespace threads) returns, which would kill a healthy inflater. The
+	// child ends on its own when its stdin closes, and crid's death closes it.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, NoSetGroups: true},
-		Pdeathsig:  syscall.SIGKILL,
 	}
 	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {
