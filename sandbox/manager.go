@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a Manager.
@@ -85,6 +87,35 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// Close undoes New's private bind mount of the state directory when no
+// sandbox has anything mounted below it and none is being created, so that
+// a crid that exits without pods (or fails to start after New) leaves no
+// mount behind. With pods it stays: their pinned namespaces live below it
+// and the next crid recovers them. Call it when no more requests come.
+func (m *Manager) Close() error {
+	m.mu.RLock()
+	for _, e := range m.names {
+		select {
+		case <-e.created:
+		default:
+			m.mu.RUnlock()
+			return nil // a creation is in flight
+		}
+	}
+	m.mu.RUnlock()
+	below, err := mountPoints(func(p string) bool { return strings.HasPrefix(p, m.stateDir+"/") })
+	if err != nil || len(below) > 0 {
+		return err
+	}
+	if self, err := isSelfBind(m.stateDir); err != nil || !self {
+		return err
+	}
+	if err := unix.Unmount(m.stateDir, unix.UMOUNT_NOFOLLOW); err != nil {
+		return fmt.Errorf("unmount sandbox state dir %s: %w", m.stateDir, err)
+	}
+	return nil
 }
 
 // lookup resolves an ID or a unique ID prefix (crictl's short IDs, like

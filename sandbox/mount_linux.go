@@ -95,3 +95,24 @@ func makePrivateMount(dir string) error {
 	}
 	return nil
 }
+
+// isSelfBind reports whether the last mount on dir is a bind mount of a
+// subdirectory (mountinfo's root field is not "/"), which is what
+// makePrivateMount makes; a filesystem mounted on dir has root "/".
+func isSelfBind(dir string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	self := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 5 && unescapeMountinfo(fields[4]) == dir {
+			self = unescapeMountinfo(fields[3]) != "/" // the last one wins
+		}
+	}
+	return self, sc.Err()
+}

@@ -81,6 +81,11 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("recover pod sandboxes: %w", err)
 	}
+	defer func() {
+		if err := sandboxes.Close(); err != nil {
+			logger.Warn("release sandbox state dir mount", "error", err)
+		}
+	}()
 	containers, handlers, err := newContainerManager(ctx, cfg)
 	if err != nil {
 		return err
