@@ -1,0 +1,196 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// benchPodFiles writes critest-like pod and container configs for crictl.
+func benchPodFiles(b *testing.B, dir, image string, n int, cgroupParent string) (pod, ctr string) {
+	b.Helper()
+	pod = filepath.Join(dir, fmt.Sprintf("pod-%d.json", n))
+	ctr = filepath.Join(dir, fmt.Sprintf("ctr-%d.json", n))
+	podJSON, _ := json.Marshal(map[string]any{
+		"metadata":      map[string]any{"name": fmt.Sprintf("bench-%d", n), "namespace": "bench", "uid": fmt.Sprintf("uid-%d", n)},
+		"log_directory": filepath.Join(dir, "logs", strconv.Itoa(n)),
+		"linux":         map[string]any{"cgroup_parent": cgroupParent},
+	})
+	ctrJSON, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"name": "busybox"},
+		"image":    map[string]any{"image": image},
+		"command":  []string{"sleep", "3600"},
+		"log_path": "busybox/0.log",
+	})
+	require.NoError(b, os.WriteFile(pod, podJSON, 0o644))
+	require.NoError(b, os.WriteFile(ctr, ctrJSON, 0o644))
+	return pod, ctr
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func removeCgroupParent(parent string) {
+	for _, h := range []string{"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "net_cls", "perf_event", "unified"} {
+		_ = os.Remove(filepath.Join("/sys/fs/cgroup", h, parent))
+	}
+}
+
+// BenchmarkPodCycle runs the seven crictl steps of a pod's life (runp,
+// create, start, stop, rm, stopp, rmp) for 20 sequential pods and reports
+// the median of each step and of the whole cycle, as issue 3 measures
+// containerd and CRI-O.
+func BenchmarkPodCycle(b *testing.B) {
+	reg, _ := pushSet(b, []string{"basic"})
+	d := startDaemon(b)
+	image := reg.Addr() + "/crid-test/busybox:latest"
+	d.mustCrictl(b, "pull", image)
+	parent := fmt.Sprintf("/crid-bench-%d", time.Now().UnixNano())
+	b.Cleanup(func() { removeCgroupParent(parent) })
+	dir := b.TempDir()
+	steps := []string{"runp", "create", "start", "stop", "rm", "stopp", "rmp"}
+	times := map[string][]time.Duration{}
+	var cycles []time.Duration
+	for i := range b.N {
+		for n := range 20 {
+			pod, ctr := benchPodFiles(b, dir, image, i*20+n, parent)
+			cycleStart := time.Now()
+			var podID, ctrID string
+			for _, step := range steps {
+				var args []string
+				switch step {
+				case "runp":
+					args = []string{"runp", pod}
+				case "create":
+					args = []string{"create", podID, ctr, pod}
+				case "start", "stop", "rm":
+					args = []string{step, ctrID}
+				default:
+					args = []string{step, podID}
+				}
+				start := time.Now()
+				out := strings.TrimSpace(d.mustCrictl(b, args...))
+				times[step] = append(times[step], time.Since(start))
+				switch step {
+				case "runp":
+					podID = out
+				case "create":
+					ctrID = out
+				}
+			}
+			cycles = append(cycles, time.Since(cycleStart))
+		}
+	}
+	for _, step := range steps {
+		b.ReportMetric(float64(median(times[step]).Microseconds())/1000, step+"-ms")
+	}
+	b.ReportMetric(float64(median(cycles).Microseconds())/1000, "cycle-ms")
+}
+
+// procMem returns a process's RSS and PSS in KiB (smaps_rollup).
+func procMem(pid int) (rss, pss int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "Rss:":
+			rss = v
+		case "Pss:":
+			pss = v
+		}
+	}
+	return rss, pss
+}
+
+// processesMentioning lists PIDs whose command line contains s.
+func processesMentioning(s string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmd), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// BenchmarkPodMemory starts 10 one-container pods and reports the memory
+// each running pod adds: its monitor processes (conmon, and a pause process
+// where there is one) plus the daemon's own growth, in RSS and PSS.
+func BenchmarkPodMemory(b *testing.B) {
+	reg, _ := pushSet(b, []string{"basic"})
+	image := reg.Addr() + "/crid-test/busybox:latest"
+	const pods = 10
+	for range b.N {
+		d := startDaemon(b)
+		d.mustCrictl(b, "pull", image)
+		parent := fmt.Sprintf("/crid-bench-%d", time.Now().UnixNano())
+		ctx := context.Background()
+		daemonRSS0, daemonPSS0 := procMem(d.cmd.Process.Pid)
+		var ids []string
+		for n := range pods {
+			resp, err := d.runtime().RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: &runtime.PodSandboxConfig{
+				Metadata: &runtime.PodSandboxMetadata{Name: fmt.Sprintf("m%d", n), Namespace: "bench", Uid: fmt.Sprintf("u%d", n)},
+				Linux:    &runtime.LinuxPodSandboxConfig{CgroupParent: parent},
+			}})
+			require.NoError(b, err)
+			c, err := d.runtime().CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: resp.GetPodSandboxId(),
+				Config: &runtime.ContainerConfig{Metadata: &runtime.ContainerMetadata{Name: "c"},
+					Image: &runtime.ImageSpec{Image: image}, Command: []string{"sleep", "3600"}},
+				SandboxConfig: &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Name: fmt.Sprintf("m%d", n)}}})
+			require.NoError(b, err)
+			_, err = d.runtime().StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: c.GetContainerId()})
+			require.NoError(b, err)
+			ids = append(ids, resp.GetPodSandboxId())
+		}
+		time.Sleep(time.Second) // let monitors settle
+		var rss, pss int64
+		for _, pid := range processesMentioning(d.state) {
+			if pid == d.cmd.Process.Pid {
+				continue
+			}
+			r, p := procMem(pid)
+			rss, pss = rss+r, pss+p
+		}
+		daemonRSS1, daemonPSS1 := procMem(d.cmd.Process.Pid)
+		rss += max(daemonRSS1-daemonRSS0, 0)
+		pss += max(daemonPSS1-daemonPSS0, 0)
+		b.ReportMetric(float64(rss)/pods/1024, "RSS-MiB/pod")
+		b.ReportMetric(float64(pss)/pods/1024, "PSS-MiB/pod")
+		b.ReportMetric(float64(daemonRSS1-daemonRSS0)/pods/1024, "daemon-RSS-MiB/pod")
+		for _, id := range ids {
+			_, err := d.runtime().StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: id})
+			require.NoError(b, err)
+			_, err = d.runtime().RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: id})
+			require.NoError(b, err)
+		}
+		removeCgroupParent(parent)
+	}
+}
