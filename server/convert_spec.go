@@ -84,7 +84,12 @@ func resourcesFromCRI(r *runtime.LinuxContainerResources) *spec.Resources {
 	return out
 }
 
+// profileFromCRI: a nil profile is unconfined (CRI's RuntimeDefault is the
+// enum's zero value, so it must be told apart from "not set").
 func profileFromCRI(p *runtime.SecurityProfile) spec.SecurityProfile {
+	if p == nil {
+		return spec.SecurityProfile{Type: spec.ProfileUnconfined}
+	}
 	switch p.GetProfileType() {
 	case runtime.SecurityProfile_RuntimeDefault:
 		return spec.SecurityProfile{Type: spec.ProfileRuntimeDefault}

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/container/spec"
 )
 
 func TestSandboxRPCs(t *testing.T) {
@@ -98,4 +100,12 @@ func TestStopSignal(t *testing.T) {
 	for in, want := range map[string]int{"": 0, "SIGTERM": 15, "TERM": 15, "sigquit": 3, "9": 9, "SIGNOPE": 0, "99": 0} {
 		require.Equal(t, want, stopSignal(in), in)
 	}
+}
+
+func TestNilSecurityProfileIsUnconfined(t *testing.T) {
+	require.Equal(t, spec.ProfileUnconfined, profileFromCRI(nil).Type)
+	require.Equal(t, spec.ProfileRuntimeDefault, profileFromCRI(&runtime.SecurityProfile{}).Type,
+		"a set profile with the zero type is RuntimeDefault")
+	require.Equal(t, spec.ProfileLocalhost, profileFromCRI(&runtime.SecurityProfile{
+		ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "/p.json"}).Type)
 }

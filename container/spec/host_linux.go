@@ -47,6 +47,9 @@ func probeHost(root string) (Host, error) {
 	if err != nil {
 		return Host{}, err
 	}
+	if h.CapBnd, err = capBnd(read); err != nil {
+		return Host{}, err
+	}
 	h.OOMScoreAdjMin = -1000
 	if !sysResource {
 		data, err := read("proc/self/oom_score_adj")
@@ -101,6 +104,25 @@ func v1HasController(data []byte, ctrl string) bool {
 		}
 	}
 	return false
+}
+
+// capBnd reads crid's own capability bounding set (/proc/self/status).
+func capBnd(read func(string) ([]byte, error)) (uint64, error) {
+	data, err := read("proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("probe capabilities: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CapBnd:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse CapBnd: %w", err)
+			}
+			return mask, nil
+		}
+	}
+	return 0, errors.New("spec: no CapBnd in /proc/self/status")
 }
 
 func hasCapEff(read func(string) ([]byte, error), bit uint) (bool, error) {

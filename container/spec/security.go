@@ -60,12 +60,12 @@ func setSecurity(s *specs.Spec, in Input) error {
 	sec := in.Linux.Security
 	known := knownCaps(in.Host.LastCap)
 	if sec.Privileged {
-		caps := slices.Clone(known)
+		caps := grantable(known, in.Host.CapBnd)
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 		// Privileged: no masked or read-only paths, no seccomp, no AppArmor.
 		return nil
 	}
-	caps, err := capabilities(sec.Capabilities, known)
+	caps, err := capabilities(sec.Capabilities, known, in.Host.CapBnd)
 	if err != nil {
 		return err
 	}
@@ -137,6 +137,21 @@ func setAppArmor(s *specs.Spec, p SecurityProfile, h Host) error {
 	return nil
 }
 
+// grantable keeps the capabilities of known that are in the bounding set
+// (all of them when it is 0, unknown). Capability n is allCaps[n].
+func grantable(known []string, bounding uint64) []string {
+	if bounding == 0 {
+		return slices.Clone(known)
+	}
+	out := make([]string, 0, len(known))
+	for _, k := range known {
+		if n := slices.Index(allCaps, k); n >= 0 && n < 64 && bounding&(1<<uint(n)) != 0 {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 func knownCaps(lastCap int) []string {
 	if lastCap > 0 && lastCap < len(allCaps) {
 		return slices.Clone(allCaps[:lastCap+1])
@@ -146,14 +161,14 @@ func knownCaps(lastCap int) []string {
 
 // capabilities applies CRI add/drop to DefaultCaps in containerd's order:
 // add ALL, drop ALL, individual adds, individual drops (drop wins).
-func capabilities(c Capabilities, known []string) ([]string, error) {
+func capabilities(c Capabilities, known []string, bounding uint64) ([]string, error) {
 	isAll := func(s string) bool { return strings.EqualFold(s, "ALL") }
 	set := map[string]bool{}
 	for _, k := range DefaultCaps {
 		set[k] = true
 	}
 	if slices.ContainsFunc(c.Add, isAll) {
-		for _, k := range known {
+		for _, k := range grantable(known, bounding) {
 			set[k] = true
 		}
 	}

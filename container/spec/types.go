@@ -236,6 +236,11 @@ type Host struct {
 	// LastCap is /proc/sys/kernel/cap_last_cap; 0 means every capability
 	// crid knows.
 	LastCap int
+	// CapBnd is crid's own capability bounding set (bit n = capability n);
+	// 0 means unknown (no limit). A container can never get a capability
+	// outside it: "all capabilities" (privileged, add ALL) means all of
+	// these, as containerd's WithAllCurrentCapabilities does.
+	CapBnd uint64
 	// AppArmorEnabled reports /sys/module/apparmor/parameters/enabled = Y.
 	AppArmorEnabled bool
 	// AppArmorDefaultProfile names the loaded profile used for

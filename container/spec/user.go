@@ -153,6 +153,11 @@ func resolveUser(rootfs, imageUser string, sec Security) (specs.User, error) {
 		gid = entry.gid
 	}
 	if sec.RunAsGroup != nil {
+		if sec.RunAsUser == nil && sec.RunAsUsername == "" {
+			// CRI: run_as_group may only be given with run_as_user or
+			// run_as_username (the image's USER does not count).
+			return specs.User{}, fmt.Errorf("run as group is set without run as user or run as username: %w", errdefs.ErrInvalidArgument)
+		}
 		if gid, err = checkID64("gid", *sec.RunAsGroup); err != nil {
 			return specs.User{}, err
 		}
