@@ -1,6 +1,7 @@
 # crid: build, install, run and test.
 #   make up     install dependencies, build, install and start crid (root)
 #   make test   every test: unit, root integration and e2e (root)
+#   make critest  critest conformance against crid, images from a local registry (root)
 #   make bench  benchmarks with the figures the issues name (root)
 
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 GOTEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build deps install start up test unit e2e bench lint clean
+.PHONY: all build deps install start up test unit e2e critest bench lint clean
 
 all: build
 
@@ -38,6 +39,11 @@ up: deps install start
 test: deps lint
 	$(GO) test $(GOTEST_FLAGS) ./...
 	$(GO) test $(GOTEST_FLAGS) -tags e2e ./e2e/...
+	$(MAKE) --no-print-directory critest
+
+# Specs that fail must be listed in e2e/critest-expected-failures.txt.
+critest:
+	$(GO) run ./e2e/cmd/critest-run
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

@@ -4,4 +4,10 @@
 // internal/testutil/imagebuild, and the tests talk to crid through crictl and
 // a Go CRI client. The tests are behind the e2e build tag (`make test` runs
 // them) and need root.
+//
+// critest, the CRI conformance suite, runs separately through
+// e2e/cmd/critest-run (`make critest`, part of `make test`), against images
+// imagebuild's "critest" set provides under their upstream names; the specs
+// that do not pass yet are listed, with their reasons, in
+// critest-expected-failures.txt.
 package e2e

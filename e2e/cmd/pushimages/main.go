@@ -1,12 +1,18 @@
 // Command pushimages builds a named set of crid test images and pushes them
 // to a registry, printing each reference with its digests:
 //
-//	pushimages -registry 127.0.0.1:5000 [-set basic,bench] [-cache DIR]
-//	           [-username U -password P] [-json]
+//	pushimages -registry 127.0.0.1:5000 [-set basic,bench,critest] [-cache DIR]
+//	           [-username U -password P] [-json] [-mirror-config DIR]
 //
 // The sets are defined by imagebuild.Set. Builds are deterministic, so the
 // printed digests are stable across runs and hosts with the same busybox;
 // built layers are cached under -cache, so re-runs only push.
+//
+// Images that stand in for upstream ones (the critest set) are pushed under
+// their upstream repository paths; -mirror-config writes a certs.d
+// directory of hosts.toml files that make their upstream names (e.g.
+// registry.k8s.io/pause:3.9) resolve to the registry, for crid's
+// registry_config_path.
 package main
 
 import (
@@ -19,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +45,7 @@ func main() {
 // result is one line of -json output.
 type result struct {
 	Ref       string        `json:"ref"`
+	Upstream  string        `json:"upstream,omitempty"`
 	MediaType string        `json:"mediaType"`
 	Digest    string        `json:"digest"`
 	Images    []imageResult `json:"images"`
@@ -69,6 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	password := fs.String("password", "", "basic auth password (or $PUSHIMAGES_PASSWORD)")
 	asJSON := fs.Bool("json", false, "print one JSON object per pushed reference")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
+	mirrorConfig := fs.String("mirror-config", "", "write <`dir`>/<host>/hosts.toml mirroring each upstream host of the sets (and docker.io) to -registry")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,6 +110,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	if *mirrorConfig != "" {
+		hosts := append(imagebuild.UpstreamHosts(targets), "docker.io")
+		slices.Sort(hosts)
+		if err := imagebuild.WriteMirrorConfig(*mirrorConfig, p.URL(), slices.Compact(hosts)); err != nil {
+			return err
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	enc := json.NewEncoder(stdout)
@@ -112,6 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		r := result{
 			Ref:       pushed.Ref,
+			Upstream:  pushed.UpstreamRef,
 			MediaType: pushed.MediaType,
 			Digest:    pushed.Digest.String(),
 			Seconds:   time.Since(start).Seconds(),
@@ -144,7 +162,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func printText(w io.Writer, r result) {
-	fmt.Fprintf(w, "%s@%s\n  mediaType %s (%.1fs)\n", r.Ref, r.Digest, r.MediaType, r.Seconds)
+	fmt.Fprintf(w, "%s@%s\n", r.Ref, r.Digest)
+	if r.Upstream != "" {
+		fmt.Fprintf(w, "  upstream %s\n", r.Upstream)
+	}
+	fmt.Fprintf(w, "  mediaType %s (%.1fs)\n", r.MediaType, r.Seconds)
 	for _, img := range r.Images {
 		indent := "  "
 		if len(r.Images) > 1 || img.Digest != r.Digest {

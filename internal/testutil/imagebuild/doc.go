@@ -14,6 +14,12 @@
 //   - Ready-made images ([Busybox], [Bench]) and named sets of them
 //     ([Set]) shared by the e2e tests and the pushimages command
 //     (e2e/cmd/pushimages).
+//   - The "critest" set ([CritestTargets]): every image critest pulls, as
+//     stand-ins pushed under their upstream repository paths, and
+//     [WriteMirrorConfig], the hosts.toml files that make the upstream names
+//     resolve to the local registry. Building it runs apt-get download and
+//     dpkg-deb (Debian's dynamic busybox), ldd, and the go command (the
+//     stand-in programs of package standin); their outputs are cached.
 //   - [BuiltImage.WriteOCILayout] and [BuiltIndex.WriteOCILayout], for tests
 //     that read an OCI image layout instead of a registry.
 //

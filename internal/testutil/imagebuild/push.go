@@ -72,6 +72,9 @@ func NewPusher(registry string, opts ...PushOption) (*Pusher, error) {
 // Host returns the registry's host:port, as used in image references.
 func (p *Pusher) Host() string { return p.base.Host }
 
+// URL returns the registry's base URL, e.g. "http://127.0.0.1:5000".
+func (p *Pusher) URL() string { return p.base.Scheme + "://" + p.base.Host }
+
 // ResponseError is an unexpected registry response.
 type ResponseError struct {
 	Method     string

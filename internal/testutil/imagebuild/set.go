@@ -21,10 +21,23 @@ type Target struct {
 	Tag   string
 	Image *Image // exactly one of Image and Index is set
 	Index *Index
+	// Upstream, if set, is the registry host this target stands in for
+	// (e.g. "registry.k8s.io"): clients pull it as Upstream/Repo:Tag through
+	// a mirror configuration ([WriteMirrorConfig]) that sends that host's
+	// pulls to the registry the target was pushed to.
+	Upstream string
 }
 
 // Ref returns "repo:tag".
 func (t Target) Ref() string { return t.Repo + ":" + t.Tag }
+
+// UpstreamRef returns "upstream/repo:tag", or "" without Upstream.
+func (t Target) UpstreamRef() string {
+	if t.Upstream == "" {
+		return ""
+	}
+	return t.Upstream + "/" + t.Ref()
+}
 
 // Pushed is the result of [BuildAndPush].
 type Pushed struct {
@@ -34,11 +47,13 @@ type Pushed struct {
 	Digest    digest.Digest
 	Image     *BuiltImage // set for a single-platform target
 	Index     *BuiltIndex // set for an index target
+	// UpstreamRef is the name clients pull through a mirror, or "".
+	UpstreamRef string
 }
 
 // BuildAndPush builds t and pushes it.
 func BuildAndPush(ctx context.Context, b *Builder, p *Pusher, t Target) (*Pushed, error) {
-	out := &Pushed{Ref: p.Host() + "/" + t.Ref()}
+	out := &Pushed{Ref: p.Host() + "/" + t.Ref(), UpstreamRef: t.UpstreamRef()}
 	switch {
 	case t.Image != nil && t.Index == nil:
 		img, err := b.Build(ctx, *t.Image)
@@ -65,8 +80,9 @@ func BuildAndPush(ctx context.Context, b *Builder, p *Pusher, t Target) (*Pushed
 }
 
 var sets = map[string]func() ([]Target, error){
-	"basic": basicSet,
-	"bench": benchSet,
+	"basic":   basicSet,
+	"bench":   benchSet,
+	"critest": critestSet,
 }
 
 // SetNames returns the names accepted by [Set].
@@ -89,6 +105,9 @@ func SetNames() []string {
 //
 // "bench": crid-test/bench-compressible:latest and
 // crid-test/bench-random:latest, each [Bench](200, 5, …).
+//
+// "critest": every image critest v1.37.0 pulls, under its upstream name
+// (see [CritestTargets]).
 func Set(name string) ([]Target, error) {
 	f, ok := sets[name]
 	if !ok {
