@@ -71,6 +71,11 @@ type Container struct {
 	// mu guards the fields below and every change of rec.
 	removed bool
 	exited  chan struct{} // closed when the record becomes Exited
+	// runtimeGone is closed when the background release of the runtime's
+	// state (started when the container exited) has ended; nil before.
+	runtimeGone chan struct{}
+	// runtimeDeleted is set by that release when it succeeded.
+	runtimeDeleted atomic.Bool
 }
 
 // reservation holds a container name while its container is created.
@@ -228,9 +233,21 @@ func (m *Manager) handleExitLocked(ctx context.Context, c *Container) bool {
 	}
 	m.setLocked(ctx, c, n)
 	// The process is gone: release the runtime's state and cgroup now
-	// rather than at Remove.
-	if err := c.rt.Delete(ctx, rec.ID, true /* force */); err != nil {
-		log.G(ctx).Warn("delete runtime state of exited container", "containerid", rec.ID, "error", err)
+	// rather than at Remove, but in the background: a runtime exec costs
+	// tens of milliseconds that StopContainer need not wait for.
+	if c.runtimeGone == nil {
+		done := make(chan struct{})
+		c.runtimeGone = done
+		m.workers.Add(1)
+		go func(ctx context.Context, id string) {
+			defer m.workers.Done()
+			defer close(done)
+			if err := c.rt.Delete(ctx, id, true /* force */); err != nil {
+				log.G(ctx).Warn("delete runtime state of exited container", "containerid", id, "error", err)
+				return
+			}
+			c.runtimeDeleted.Store(true)
+		}(context.WithoutCancel(ctx), rec.ID)
 	}
 	return true
 }
@@ -612,7 +629,7 @@ func (m *Manager) stopLocked(ctx context.Context, c *Container, timeout time.Dur
 		sig = syscall.SIGTERM
 	}
 	if timeout > 0 && sig != syscall.SIGKILL && rec.State == StateRunning {
-		if err := c.rt.Kill(ctx, rec.ID, sig, false /* all */); err != nil && !m.exitedNow(rec.ID) {
+		if err := m.kill(ctx, c, rec, sig); err != nil && !m.exitedNow(rec.ID) {
 			log.G(ctx).Warn("send stop signal", "containerid", rec.ID, "signal", sig, "error", err)
 		}
 		if m.waitExitFile(ctx, rec.ID, timeout) {
@@ -622,7 +639,7 @@ func (m *Manager) stopLocked(ctx context.Context, c *Container, timeout time.Dur
 			return false, fmt.Errorf("stop container %s: %w", rec.ID, ctx.Err())
 		}
 	}
-	if err := c.rt.Kill(ctx, rec.ID, syscall.SIGKILL, false /* all */); err != nil && !m.exitedNow(rec.ID) {
+	if err := m.kill(ctx, c, rec, syscall.SIGKILL); err != nil && !m.exitedNow(rec.ID) {
 		if !processAlive(rec.ConmonPid, rec.ConmonStart) {
 			// No monitor will ever write the exit file.
 			return m.stopUnknownLocked(ctx, c), nil
@@ -636,6 +653,15 @@ func (m *Manager) stopLocked(ctx context.Context, c *Container, timeout time.Dur
 		return false, fmt.Errorf("stop container %s: no exit after SIGKILL: %w", rec.ID, context.DeadlineExceeded)
 	}
 	return m.handleExitLocked(ctx, c), nil
+}
+
+// kill signals a running container's init: directly when its identity can
+// be pinned (see signalInit), else through the runtime.
+func (m *Manager) kill(ctx context.Context, c *Container, rec *Record, sig syscall.Signal) error {
+	if rec.State == StateRunning && processAlive(rec.ConmonPid, rec.ConmonStart) && signalInit(rec.Pid, rec.ConmonPid, sig) {
+		return nil
+	}
+	return c.rt.Kill(ctx, rec.ID, sig, false /* all */)
 }
 
 // stopUnknownLocked ends a container whose monitor is gone: kill whatever
@@ -706,8 +732,13 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		}
 		rec = c.rec.Load()
 	}
-	if err := c.rt.Delete(ctx, rec.ID, true /* force */); err != nil {
-		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+	if c.runtimeGone != nil {
+		<-c.runtimeGone // never two runtime deletes of one container at once
+	}
+	if !c.runtimeDeleted.Load() {
+		if err := c.rt.Delete(ctx, rec.ID, true /* force */); err != nil {
+			return fmt.Errorf("remove container %s: %w", rec.ID, err)
+		}
 	}
 	killConmon(rec.Bundle, rec.ID, rec.ConmonPid, rec.ConmonStart)
 	if err := removeBundle(rec.Bundle); err != nil {
