@@ -7,6 +7,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/container"
 	"github.com/crid-dev/crid/container/spec"
 	"github.com/crid-dev/crid/imagestore"
@@ -58,6 +59,15 @@ type Containers interface {
 type Rootfs interface {
 	Prepare(ctx context.Context, key, parent string) ([]snapshotter.Mount, error)
 	Remove(ctx context.Context, key string) error
+	// Usage is the disk use of a container's writable layer; Root is the
+	// filesystem it lives on.
+	Usage(ctx context.Context, key string) (snapshotter.Usage, error)
+	Root() string
+}
+
+// CgroupStats reads a container's cgroup statistics (cgroupmgr.Reader).
+type CgroupStats interface {
+	Stats(cgroupsPath string) (cgroupmgr.Stats, error)
 }
 
 // SpecGenerator builds a container's OCI spec (container/spec.Generate).

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/container"
 	"github.com/crid-dev/crid/sandbox"
 	"github.com/crid-dev/crid/snapshotter"
@@ -134,3 +135,11 @@ func (fakeRootfs) Prepare(context.Context, string, string) ([]snapshotter.Mount,
 	return nil, nil
 }
 func (fakeRootfs) Remove(context.Context, string) error { return nil }
+func (fakeRootfs) Usage(context.Context, string) (snapshotter.Usage, error) {
+	return snapshotter.Usage{}, nil
+}
+func (fakeRootfs) Root() string { return "/fake" }
+
+type fakeStats struct{}
+
+func (fakeStats) Stats(string) (cgroupmgr.Stats, error) { return cgroupmgr.Stats{}, nil }

@@ -30,6 +30,7 @@ type RuntimeService struct {
 	specHost   spec.Host
 	handlers   []RuntimeHandler
 	cgroups    cgroupmgr.Driver
+	stats      CgroupStats
 }
 
 // RuntimeHandler is an OCI runtime crid can run pods with.
@@ -55,13 +56,14 @@ type RuntimeServiceDeps struct {
 	// reported by Status.
 	Handlers     []RuntimeHandler
 	CgroupDriver cgroupmgr.Driver
+	Stats        CgroupStats
 }
 
 // NewRuntimeService returns a RuntimeService over deps.
 func NewRuntimeService(deps RuntimeServiceDeps) (*RuntimeService, error) {
 	if deps.Sandboxes == nil || deps.Containers == nil || deps.Images == nil || deps.Rootfs == nil ||
-		deps.Specs == nil || len(deps.Handlers) == 0 || deps.CgroupDriver == "" {
-		return nil, errors.New("server: runtime service needs sandboxes, containers, images, rootfs, specs, handlers and a cgroup driver")
+		deps.Specs == nil || len(deps.Handlers) == 0 || deps.CgroupDriver == "" || deps.Stats == nil {
+		return nil, errors.New("server: runtime service needs sandboxes, containers, images, rootfs, specs, handlers, a cgroup driver and stats")
 	}
 	v := deps.Version
 	if v == "" {
@@ -70,6 +72,7 @@ func NewRuntimeService(deps RuntimeServiceDeps) (*RuntimeService, error) {
 	return &RuntimeService{
 		version: v, sandboxes: deps.Sandboxes, containers: deps.Containers, images: deps.Images,
 		rootfs: deps.Rootfs, specs: deps.Specs, specHost: deps.SpecHost, handlers: deps.Handlers, cgroups: deps.CgroupDriver,
+		stats: deps.Stats,
 	}, nil
 }
 

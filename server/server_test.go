@@ -132,7 +132,7 @@ func startServer(t *testing.T, images ImageStore, fs FilesystemUsage) (runtime.I
 	rs, err := NewRuntimeService(RuntimeServiceDeps{
 		Version: "test", Sandboxes: newFakeSandboxes(), Containers: newFakeContainers(), Images: images,
 		Rootfs: fakeRootfs{}, Specs: spec.Generate, Handlers: []RuntimeHandler{{Name: "runc"}},
-		CgroupDriver: cgroupmgr.Cgroupfs,
+		CgroupDriver: cgroupmgr.Cgroupfs, Stats: fakeStats{},
 	})
 	require.NoError(t, err)
 	logger := slog.New(slog.DiscardHandler)

@@ -131,6 +131,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		SpecHost:     host,
 		Handlers:     handlers,
 		CgroupDriver: driver,
+		Stats:        cgroupmgr.NewReader(driver),
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,74 @@
+package cgroupmgr
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/stretchr/testify/require"
+)
+
+func writeTree(t *testing.T, root string, files map[string]string) {
+	t.Helper()
+	for p, body := range files {
+		full := filepath.Join(root, p)
+		require.NoError(t, os.MkdirAll(filepath.Dir(full), 0o755))
+		require.NoError(t, os.WriteFile(full, []byte(body), 0o644))
+	}
+}
+
+func TestStatsV1FakeTree(t *testing.T) {
+	root := t.TempDir()
+	dir := "kubepods/pod1/crid-abc"
+	writeTree(t, root, map[string]string{
+		"cpuacct/" + dir + "/cpuacct.usage":        "123456789\n",
+		"memory/" + dir + "/memory.usage_in_bytes": "10000\n",
+		"memory/" + dir + "/memory.limit_in_bytes": "50000\n",
+		"memory/" + dir + "/memory.stat":           "cache 100\nrss 7\ntotal_rss 3000\ntotal_inactive_file 4000\ntotal_pgfault 11\ntotal_pgmajfault 2\n",
+	})
+	st, err := Reader{Root: root, Driver: Cgroupfs}.Stats("/" + dir)
+	require.NoError(t, err)
+	require.EqualValues(t, 123456789, st.CPUUsageNanos)
+	require.EqualValues(t, 10000, st.MemoryUsage)
+	require.EqualValues(t, 6000, st.MemoryWorkingSet, "usage minus inactive file pages")
+	require.EqualValues(t, 3000, st.MemoryRSS)
+	require.EqualValues(t, 44000, st.MemoryAvailable)
+	require.EqualValues(t, 11, st.PageFaults)
+	require.EqualValues(t, 2, st.MajorFaults)
+	require.False(t, st.Timestamp.IsZero())
+
+	_, err = Reader{Root: root, Driver: Cgroupfs}.Stats("/kubepods/pod1/crid-missing")
+	require.True(t, errdefs.IsNotFound(err), "%v", err)
+}
+
+func TestStatsV2FakeTreeWithSystemdPath(t *testing.T) {
+	root := t.TempDir()
+	dir := "kubepods.slice/kubepods-besteffort.slice/crid-abc.scope"
+	writeTree(t, root, map[string]string{
+		dir + "/cpu.stat":       "usage_usec 1500\nuser_usec 1000\n",
+		dir + "/memory.current": "8192\n",
+		dir + "/memory.max":     "max\n",
+		dir + "/memory.stat":    "anon 4096\ninactive_file 1024\npgfault 5\npgmajfault 1\n",
+	})
+	st, err := Reader{Root: root, Driver: Systemd, V2: true}.Stats("kubepods-besteffort.slice:crid:abc")
+	require.NoError(t, err)
+	require.EqualValues(t, 1500000, st.CPUUsageNanos)
+	require.EqualValues(t, 7168, st.MemoryWorkingSet)
+	require.EqualValues(t, 4096, st.MemoryRSS)
+	require.Zero(t, st.MemoryAvailable, "no limit")
+}
+
+func TestSystemdDir(t *testing.T) {
+	d, err := Systemd.Dir("kubepods-burstable-pod12.slice:crid:x")
+	require.NoError(t, err)
+	require.Equal(t, "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/crid-x.scope", d)
+	d, err = Systemd.Dir("system.slice:crid:x")
+	require.NoError(t, err)
+	require.Equal(t, "/system.slice/crid-x.scope", d)
+	_, err = Systemd.Dir("/a/b")
+	require.True(t, errdefs.IsInvalidArgument(err))
+	d, err = Cgroupfs.Dir("a/../b")
+	require.NoError(t, err)
+	require.Equal(t, "/b", d)
+}
