@@ -18,12 +18,14 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/crid ./cmd/crid
+	bash hack/build-pause.sh bin/crid-pause
 
 deps:
 	bash hack/install-deps.sh
 
 install: build
 	install -D -m 0755 bin/crid $(PREFIX)/bin/crid
+	install -D -m 0755 bin/crid-pause $(PREFIX)/libexec/crid/crid-pause
 	install -d -m 0755 /etc/crid /etc/crid/config.d /etc/crid/certs.d
 	[ -f /etc/crid/config.toml ] || install -m 0644 deploy/config.toml /etc/crid/config.toml
 	[ -f /etc/crictl.yaml ] || install -m 0644 deploy/crictl.yaml /etc/crictl.yaml

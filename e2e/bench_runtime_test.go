@@ -141,9 +141,33 @@ func processesMentioning(s string) []int {
 	return pids
 }
 
-// BenchmarkPodMemory starts 10 one-container pods and reports the memory
-// each running pod adds: its monitor processes (conmon, and a pause process
-// where there is one) plus the daemon's own growth, in RSS and PSS.
+// childrenOf lists the PIDs whose parent is ppid.
+func childrenOf(ppid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// BenchmarkPodMemory starts 10 one-container pods (CRI's default namespace
+// options, so each shares a PID namespace and has a pause process, as
+// critest's and crictl's pods do) and reports the memory each running pod
+// adds: its conmon and pause processes plus the daemon's own growth, in RSS
+// and PSS.
 func BenchmarkPodMemory(b *testing.B) {
 	reg, _ := pushSet(b, []string{"basic"})
 	image := reg.Addr() + "/crid-test/busybox:latest"
@@ -172,10 +196,17 @@ func BenchmarkPodMemory(b *testing.B) {
 		}
 		time.Sleep(time.Second) // let monitors settle
 		var rss, pss int64
+		// conmon names the container's bundle (under the state dir); pause
+		// processes are the daemon's own children.
+		added := map[int]bool{}
 		for _, pid := range processesMentioning(d.state) {
-			if pid == d.cmd.Process.Pid {
-				continue
-			}
+			added[pid] = true
+		}
+		for _, pid := range childrenOf(d.cmd.Process.Pid) {
+			added[pid] = true
+		}
+		delete(added, d.cmd.Process.Pid)
+		for pid := range added {
 			r, p := procMem(pid)
 			rss, pss = rss+r, pss+p
 		}

@@ -49,6 +49,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: build crid: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// crid finds crid-pause beside its binary.
+	if out, err := exec.Command("bash", "../hack/build-pause.sh", filepath.Join(tmp, "crid-pause")).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build crid-pause: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	if crictlBin, err = exec.LookPath("crictl"); err != nil {
 		crictlBin = "/usr/local/bin/crictl"
 	}

@@ -7,6 +7,7 @@ export PATH=$PATH:/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES=(
   runc                         # default OCI runtime
   conmon                       # the per-container monitor
+  musl-tools                   # builds the 13 KiB static crid-pause
   containernetworking-plugins  # bridge, host-local, portmap, loopback
   iptables
   docker-registry              # the Distribution server, for tests

@@ -43,6 +43,7 @@ type RuntimeConfig struct {
 	DefaultRuntime string `toml:"default_runtime" comment:"Handler used when a pod names none."`
 	CgroupDriver   string `toml:"cgroup_driver" comment:"cgroupfs or systemd; must match kubelet's cgroupDriver."`
 	Conmon         string `toml:"conmon" comment:"The per-container monitor (conmon)."`
+	PausePath      string `toml:"pause_path" comment:"Holder of a pod's shared PID namespace (crid-pause). When missing, crid-pause beside the crid binary, else crid itself re-executed (much larger)."`
 	// Handlers are the OCI runtimes by handler name (RuntimeClass handler).
 	Handlers map[string]HandlerConfig `toml:"handlers" comment:"OCI runtimes by handler name (a RuntimeClass's handler). A handler whose binary is missing is left out at start."`
 }
@@ -103,6 +104,7 @@ func defaultConfig() Config {
 			DefaultRuntime: "runc",
 			CgroupDriver:   "cgroupfs",
 			Conmon:         "/usr/bin/conmon",
+			PausePath:      "/usr/local/libexec/crid/crid-pause",
 			Handlers: map[string]HandlerConfig{
 				"runc": {Path: "/usr/sbin/runc"},
 				"crun": {Path: "/usr/bin/crun"},

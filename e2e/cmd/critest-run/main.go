@@ -182,6 +182,10 @@ func (r *runner) run(ctx context.Context) (*suiteReport, error) {
 		if err := goCmd(ctx, ".", "build", "-o", crid, "./cmd/crid"); err != nil {
 			return nil, fmt.Errorf("build crid: %w", err)
 		}
+		// crid finds crid-pause beside its binary.
+		if out, err := exec.CommandContext(ctx, "bash", "hack/build-pause.sh", filepath.Join(filepath.Dir(crid), "crid-pause")).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build crid-pause: %v: %s", err, out)
+		}
 	}
 	fmt.Printf("critest-run: built critest, pushimages and crid (%.0fs)\n", time.Since(start).Seconds())
 
