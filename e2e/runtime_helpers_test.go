@@ -19,6 +19,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/internal/mount"
 )
 
 // rtEnv is a daemon with the busybox image pulled, a cgroup parent and a
@@ -399,49 +401,23 @@ func listProcs() []procInfo {
 	return out
 }
 
-// mountsUnder lists the mount points in /proc/self/mountinfo at or below
-// one of dirs.
+// mountsUnder lists the mount points at or below one of dirs.
 func mountsUnder(t testing.TB, dirs ...string) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	require.NoError(t, err)
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
+	ms, err := mount.Mounts(func(m mount.Info) bool {
 		for _, d := range dirs {
-			if mp == d || strings.HasPrefix(mp, d+"/") {
-				out = append(out, mp)
-				break
+			if m.Under(d) {
+				return true
 			}
 		}
+		return false
+	})
+	require.NoError(t, err)
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
 	}
-	require.NoError(t, sc.Err())
 	return out
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // fdCount is the number of open fds of pid.

@@ -1,11 +1,8 @@
 package sandbox
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -13,47 +10,17 @@ import (
 	"github.com/crid-dev/crid/internal/mount"
 )
 
-// mountPoints returns the mount points in /proc/self/mountinfo for which
-// keep returns true.
+// mountPoints returns the mount points for which keep returns true.
 func mountPoints(keep func(string) bool) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mount.Mounts(func(m mount.Info) bool { return keep(m.Mountpoint) })
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescapeMountinfo(fields[4])
-		if keep(p) {
-			out = append(out, p)
-		}
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
 	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, …).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 func isMountPoint(p string) (bool, error) {
@@ -100,19 +67,9 @@ func makePrivateMount(dir string) error {
 // subdirectory (mountinfo's root field is not "/"), which is what
 // makePrivateMount makes; a filesystem mounted on dir has root "/".
 func isSelfBind(dir string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	ms, err := mount.Mounts(func(m mount.Info) bool { return m.Mountpoint == dir })
+	if err != nil || len(ms) == 0 {
 		return false, err
 	}
-	defer f.Close()
-	self := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 5 && unescapeMountinfo(fields[4]) == dir {
-			self = unescapeMountinfo(fields[3]) != "/" // the last one wins
-		}
-	}
-	return self, sc.Err()
+	return ms[len(ms)-1].Root != "/", nil // the last one stacked wins
 }

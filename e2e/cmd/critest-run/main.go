@@ -56,6 +56,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crid-dev/crid/internal/mount"
 	"github.com/crid-dev/crid/internal/testutil/imagebuild"
 )
 
@@ -701,22 +702,10 @@ func removeTree(dir string) {
 
 // mountsUnder lists the mount points below dir, deepest first.
 func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+	ms, err := mount.Mounts(func(m mount.Info) bool { return m.Under(dir) })
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
 	}
 	slices.SortFunc(out, func(a, b string) int {
 		if len(a) != len(b) {
@@ -724,21 +713,5 @@ func mountsUnder(dir string) ([]string, error) {
 		}
 		return strings.Compare(a, b)
 	})
-	return slices.Compact(out), sc.Err()
-}
-
-// unescapeMountinfo decodes the \ooo escapes of /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return slices.Compact(out), err
 }

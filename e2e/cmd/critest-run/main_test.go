@@ -61,7 +61,3 @@ func TestReadExpected(t *testing.T) {
 	_, err = readExpected(path)
 	require.ErrorContains(t, err, ":1:")
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	require.Equal(t, "/tmp/a b\\c", unescapeMountinfo(`/tmp/a\040b\134c`))
-}
