@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -31,6 +32,7 @@ type RuntimeService struct {
 	handlers   []RuntimeHandler
 	cgroups    cgroupmgr.Driver
 	stats      CgroupStats
+	sweep      func(ctx context.Context)
 }
 
 // RuntimeHandler is an OCI runtime crid can run pods with.
@@ -57,6 +59,11 @@ type RuntimeServiceDeps struct {
 	Handlers     []RuntimeHandler
 	CgroupDriver cgroupmgr.Driver
 	Stats        CgroupStats
+	// SweepOrphans removes snapshots nothing owns (see SweepSnapshots). It
+	// runs when a removed container's image was removed before it: that
+	// image's layers could not go while the container's rootfs sat on them.
+	// Optional.
+	SweepOrphans func(ctx context.Context)
 }
 
 // NewRuntimeService returns a RuntimeService over deps.
@@ -72,7 +79,7 @@ func NewRuntimeService(deps RuntimeServiceDeps) (*RuntimeService, error) {
 	return &RuntimeService{
 		version: v, sandboxes: deps.Sandboxes, containers: deps.Containers, images: deps.Images,
 		rootfs: deps.Rootfs, specs: deps.Specs, specHost: deps.SpecHost, handlers: deps.Handlers, cgroups: deps.CgroupDriver,
-		stats: deps.Stats,
+		stats: deps.Stats, sweep: deps.SweepOrphans,
 	}, nil
 }
 

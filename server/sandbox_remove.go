@@ -27,7 +27,7 @@ func (s *RuntimeService) RemovePodSandbox(ctx context.Context, r *runtime.Remove
 	}
 	ctx = log.With(ctx, "podsandboxid", sb.ID)
 	for _, c := range s.containers.List(container.Filter{SandboxID: sb.ID}) {
-		if err := s.removeContainer(ctx, c.ID); err != nil {
+		if err := s.removeContainer(ctx, c); err != nil {
 			return nil, fmt.Errorf("remove container %s of pod sandbox %s: %w", c.ID, sb.ID, err)
 		}
 	}

@@ -21,14 +21,14 @@ type SnapshotWalker interface {
 // unpacking a layer and recording it, or between removing a record and its
 // snapshot, leaves such orphans; without the sweep they would fill the disk.
 // Children are removed before their parents. It returns how many it removed.
-func SweepSnapshots(ctx context.Context, sn SnapshotWalker, owned func(key string) bool) (int, error) {
+func SweepSnapshots(ctx context.Context, sn SnapshotWalker, owned func(snapshotter.Info) bool) (int, error) {
 	children := map[string]int{}
 	var orphans []snapshotter.Info
 	if err := sn.Walk(ctx, func(info snapshotter.Info) error {
 		if info.Parent != "" {
 			children[info.Parent]++
 		}
-		if !owned(info.Key) {
+		if !owned(info) {
 			orphans = append(orphans, info)
 		}
 		return nil

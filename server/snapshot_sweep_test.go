@@ -43,7 +43,7 @@ func TestSweepSnapshotsRemovesOrphansChildrenFirst(t *testing.T) {
 		sn.infos[s[0]] = snapshotter.Info{Key: s[0], Parent: s[1], Kind: snapshotter.KindCommitted}
 	}
 	owned := map[string]bool{"a": true, "b": true, "v": true}
-	n, err := SweepSnapshots(context.Background(), sn, func(k string) bool { return owned[k] })
+	n, err := SweepSnapshots(context.Background(), sn, func(i snapshotter.Info) bool { return owned[i.Key] })
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	require.Equal(t, []string{"z", "y", "x"}, sn.removed)

@@ -95,18 +95,29 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer containers.Close()
 
-	inUse := images.CacheIDs()
-	owned := func(key string) bool {
-		if inUse[key] {
+	// At start every snapshot must belong to a layer or a container. While
+	// serving, only layer snapshots are swept: a container's rootfs exists
+	// for a moment before its record does.
+	startInUse := images.CacheIDs()
+	if n, err := server.SweepSnapshots(ctx, sn, func(info snapshotter.Info) bool {
+		if startInUse[info.Key] {
 			return true
 		}
-		_, err := containers.Get(key)
+		_, err := containers.Get(info.Key)
 		return err == nil
-	}
-	if n, err := server.SweepSnapshots(ctx, sn, owned); err != nil {
+	}); err != nil {
 		logger.Warn("sweep orphan snapshots", "error", err)
 	} else if n > 0 {
 		logger.Info("removed orphan snapshots", "count", n)
+	}
+	sweep := func(ctx context.Context) {
+		inUse := images.CacheIDs()
+		owned := func(info snapshotter.Info) bool { return info.Kind != snapshotter.KindCommitted || inUse[info.Key] }
+		if n, err := server.SweepSnapshots(ctx, sn, owned); err != nil {
+			log.G(ctx).Warn("sweep orphan layer snapshots", "error", err)
+		} else if n > 0 {
+			log.G(ctx).Info("removed orphan layer snapshots", "count", n)
+		}
 	}
 
 	imageSvc, err := server.NewImageService(server.ImageServiceDeps{
@@ -135,6 +146,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Handlers:     handlers,
 		CgroupDriver: driver,
 		Stats:        cgroupmgr.NewReader(driver),
+		SweepOrphans: sweep,
 	})
 	if err != nil {
 		return err
