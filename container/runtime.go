@@ -31,6 +31,18 @@ type Runtime struct {
 	Type       string // "oci"; kept for the server's RuntimeHandler features
 	// ConmonLogLevel is conmon's --log-level ("error" when empty).
 	ConmonLogLevel string
+	// SystemdCgroup runs the runtime with --systemd-cgroup: cgroupsPath is
+	// "slice:prefix:name" and systemd creates the scope.
+	SystemdCgroup bool
+}
+
+// globalArgs are the runtime's global options, before the subcommand.
+func (r Runtime) globalArgs() []string {
+	args := []string{"--root", r.Root}
+	if r.SystemdCgroup {
+		args = append(args, "--systemd-cgroup")
+	}
+	return args
 }
 
 // createTimeout bounds the wait for conmon to report the container's PID.
@@ -94,6 +106,10 @@ func (r Runtime) create(ctx context.Context, o createOpts) (pid, conmonPid int, 
 	}
 	if o.TTY {
 		args = append(args, "-t")
+	}
+	if r.SystemdCgroup {
+		// conmon passes --systemd-cgroup to `runtime create` itself.
+		args = append(args, "--systemd-cgroup")
 	}
 
 	syncR, syncW, err := os.Pipe()
@@ -159,7 +175,7 @@ func (r Runtime) create(ctx context.Context, o createOpts) (pid, conmonPid int, 
 // stdout. Errors carry the runtime's stderr; "does not exist" maps to
 // ErrNotFound.
 func (r Runtime) run(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error) {
-	full := append([]string{"--root", r.Root}, args...)
+	full := append(r.globalArgs(), args...)
 	cmd := exec.CommandContext(ctx, r.Path, full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin = stdin
@@ -297,7 +313,8 @@ func (r Runtime) exec(ctx context.Context, o execOpts) (exitCode int, err error)
 		return -1, fmt.Errorf("write exec process spec: %w", err)
 	}
 
-	cmd := exec.Command(r.Path, "--root", r.Root, "exec", "--process", specPath, "--pid-file", pidPath, o.ID)
+	args := append(r.globalArgs(), "exec", "--process", specPath, "--pid-file", pidPath, o.ID)
+	cmd := exec.Command(r.Path, args...)
 	cmd.Stdout = o.Stdout
 	cmd.Stderr = o.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -32,6 +32,7 @@ type RuntimeService struct {
 	handlers   []RuntimeHandler
 	cgroups    cgroupmgr.Driver
 	stats      CgroupStats
+	streams    *StreamServer // nil: Exec, Attach and PortForward are Unimplemented
 	sweep      func(ctx context.Context)
 }
 
@@ -59,6 +60,8 @@ type RuntimeServiceDeps struct {
 	Handlers     []RuntimeHandler
 	CgroupDriver cgroupmgr.Driver
 	Stats        CgroupStats
+	// Streams serves Exec, Attach and PortForward; optional.
+	Streams *StreamServer
 	// SweepOrphans removes snapshots nothing owns (see SweepSnapshots). It
 	// runs when a removed container's image was removed before it: that
 	// image's layers could not go while the container's rootfs sat on them.
@@ -79,7 +82,7 @@ func NewRuntimeService(deps RuntimeServiceDeps) (*RuntimeService, error) {
 	return &RuntimeService{
 		version: v, sandboxes: deps.Sandboxes, containers: deps.Containers, images: deps.Images,
 		rootfs: deps.Rootfs, specs: deps.Specs, specHost: deps.SpecHost, handlers: deps.Handlers, cgroups: deps.CgroupDriver,
-		stats: deps.Stats, sweep: deps.SweepOrphans,
+		stats: deps.Stats, sweep: deps.SweepOrphans, streams: deps.Streams,
 	}, nil
 }
 

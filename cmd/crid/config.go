@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,8 +35,15 @@ type Config struct {
 	// LogFormat is text or json.
 	LogFormat string `toml:"log_format" comment:"text or json."`
 
-	Image   ImageConfig   `toml:"image"`
-	Runtime RuntimeConfig `toml:"runtime"`
+	Image     ImageConfig     `toml:"image"`
+	Runtime   RuntimeConfig   `toml:"runtime"`
+	Streaming StreamingConfig `toml:"streaming"`
+}
+
+// StreamingConfig configures the CRI streaming server (exec, attach,
+// port-forward), whose URLs kubelet and crictl connect to.
+type StreamingConfig struct {
+	Address string `toml:"address" comment:"host:port of the streaming (exec, attach, port-forward) server; port 0 picks a free port. Keep it on loopback unless the API server must reach it directly."`
 }
 
 // RuntimeConfig configures how containers run.
@@ -110,6 +118,7 @@ func defaultConfig() Config {
 				"crun": {Path: "/usr/bin/crun"},
 			},
 		},
+		Streaming: StreamingConfig{Address: "127.0.0.1:0"},
 	}
 }
 
@@ -180,6 +189,9 @@ func (c Config) validate() error {
 	case "auto", "overlay", "native":
 	default:
 		errs = append(errs, fmt.Errorf("image.snapshotter must be auto, overlay or native, got %q", c.Image.Snapshotter))
+	}
+	if _, _, err := net.SplitHostPort(c.Streaming.Address); err != nil {
+		errs = append(errs, fmt.Errorf("streaming.address must be host:port, got %q", c.Streaming.Address))
 	}
 	if c.Image.MaxConcurrentDownloads < 1 {
 		errs = append(errs, fmt.Errorf("image.max_concurrent_downloads must be at least 1"))

@@ -39,6 +39,8 @@ var (
 	_ snapshotter.Snapshotter = (*native.Snapshotter)(nil)
 	_ server.Sandboxes        = (*sandbox.Manager)(nil)
 	_ server.Containers       = (*container.Manager)(nil)
+	_ server.ContainerStreams = (*container.Manager)(nil)
+	_ server.PortForwarder    = (*sandbox.Manager)(nil)
 )
 
 // gracePeriod bounds how long in-flight RPCs may run after SIGTERM.
@@ -135,6 +137,19 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	streams, err := server.NewStreamServer(server.StreamServerConfig{
+		Addr: cfg.Streaming.Address, Containers: containers, Sandboxes: sandboxes,
+	})
+	if err != nil {
+		return err
+	}
+	defer streams.Close() // after the gRPC server: ends every session
+	go func() {
+		if err := streams.Serve(); err != nil {
+			logger.Error("streaming server stopped", "error", err)
+		}
+	}()
+	logger.Info("streaming server listening", "address", streams.Addr())
 	runtimeSvc, err := server.NewRuntimeService(server.RuntimeServiceDeps{
 		Version:      version,
 		Sandboxes:    sandboxes,
@@ -147,6 +162,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		CgroupDriver: driver,
 		Stats:        cgroupmgr.NewReader(driver),
 		SweepOrphans: sweep,
+		Streams:      streams,
 	})
 	if err != nil {
 		return err
@@ -241,7 +257,10 @@ func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, [
 		if root == "" {
 			root = filepath.Join(cfg.State, "runtime", name)
 		}
-		runtimes[name] = container.Runtime{Name: name, Path: h.Path, Root: root, ConmonPath: cfg.Runtime.Conmon, Type: "oci"}
+		runtimes[name] = container.Runtime{Name: name, Path: h.Path, Root: root, ConmonPath: cfg.Runtime.Conmon, Type: "oci",
+			// The systemd driver's "slice:crid:<id>" paths mean nothing to
+			// the runtime's cgroupfs manager.
+			SystemdCgroup: cfg.Runtime.CgroupDriver == string(cgroupmgr.Systemd)}
 		handlers = append(handlers, server.RuntimeHandler{Name: name})
 	}
 	m, err := container.New(ctx, container.Options{
