@@ -68,9 +68,15 @@ func TestPodLifecycle(t *testing.T) {
 			require.Equal(t, e.imageID, st.GetImageRef())
 			require.Positive(t, info.Pid, "verbose info carries the container's pid")
 			require.NotZero(t, procStart(info.Pid), "pid %d is alive", info.Pid)
-			cmd, err := os.ReadFile("/proc/" + strconv.Itoa(info.Pid) + "/cmdline")
-			require.NoError(t, err)
-			require.Contains(t, string(cmd), "while true", "pid %d is the container's sh", info.Pid)
+			// StartContainer returns once runc let the process go; its
+			// execve of sh may finish a moment later (cmdline is empty
+			// until then).
+			var cmd []byte
+			require.Eventually(t, func() bool {
+				var err error
+				cmd, err = os.ReadFile("/proc/" + strconv.Itoa(info.Pid) + "/cmdline")
+				return err == nil && strings.Contains(string(cmd), "while true")
+			}, 5*time.Second, 10*time.Millisecond, "pid %d is the container's sh (cmdline %q)", info.Pid, cmd)
 		}
 	})
 
