@@ -223,6 +223,12 @@ func (m *Manager) handleExitLocked(ctx context.Context, c *Container) bool {
 	n.State = StateExited
 	n.ExitCode = code
 	n.FinishedAt = at
+	// The exit file's mtime comes from the kernel's coarse clock (a tick
+	// behind time.Now()): a process that exits at once can look finished
+	// before Start stamped StartedAt.
+	if n.FinishedAt.Before(n.StartedAt) {
+		n.FinishedAt = n.StartedAt
+	}
 	switch {
 	case fileExists(filepath.Join(rec.Bundle, "oom")) || oomKilled(rec.CgroupsPath):
 		n.Reason = ReasonOOMKilled
@@ -509,10 +515,16 @@ func (m *Manager) create(ctx context.Context, id, key string, rt Runtime, handle
 	return c, nil
 }
 
+// bundleOCIVersion is the ociVersion written to config.json. crun before
+// 1.9 (Debian bookworm's 1.8.1) accepts only versions it knows and fails
+// "unknown version specified" on runtime-spec 1.3.0's; runc takes any 1.x.
+const bundleOCIVersion = "1.0.2"
+
 // prepareSpec returns a deep copy of s with root.path pointing at the
-// bundle's rootfs and process.oomScoreAdj raised to what crid may set:
-// without CAP_SYS_RESOURCE runc fails on a lower value with "can't get
-// final child's PID from pipe: EOF".
+// bundle's rootfs, ociVersion set to bundleOCIVersion and
+// process.oomScoreAdj raised to what crid may set: without
+// CAP_SYS_RESOURCE runc fails on a lower value with "can't get final
+// child's PID from pipe: EOF".
 func prepareSpec(s *specs.Spec) (*specs.Spec, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -524,6 +536,7 @@ func prepareSpec(s *specs.Spec) (*specs.Spec, error) {
 	}
 	ro := c.Root != nil && c.Root.Readonly
 	c.Root = &specs.Root{Path: "rootfs", Readonly: ro}
+	c.Version = bundleOCIVersion
 	if c.Process.OOMScoreAdj != nil {
 		if lowest, err := oomScoreAdjMin(); err == nil && *c.Process.OOMScoreAdj < lowest {
 			c.Process.OOMScoreAdj = &lowest
