@@ -58,6 +58,7 @@ import (
 
 	"github.com/crid-dev/crid/internal/mount"
 	"github.com/crid-dev/crid/internal/testutil/imagebuild"
+	"github.com/crid-dev/crid/internal/testutil/registry"
 )
 
 // critestModule is the cri-tools release whose critest is run.
@@ -375,22 +376,7 @@ func (r *runner) startRegistry(ctx context.Context) (string, error) {
 			return "", err
 		}
 		config := filepath.Join(r.tmp, "registry.yml")
-		yml := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: %s
-`, storage, addr)
+		yml := registry.ConfigYAML(addr, storage, "")
 		if err := os.WriteFile(config, []byte(yml), 0o600); err != nil {
 			return "", err
 		}

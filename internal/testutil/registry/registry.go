@@ -90,7 +90,7 @@ func Start(t testing.TB, opts ...Option) *Registry {
 			exited:   make(chan struct{}),
 		}
 		config := filepath.Join(dir, "config.yml")
-		if err := os.WriteFile(config, []byte(configYAML(r.addr, filepath.Join(dir, "storage"), htpasswd)), 0o600); err != nil {
+		if err := os.WriteFile(config, []byte(ConfigYAML(r.addr, filepath.Join(dir, "storage"), htpasswd)), 0o600); err != nil {
 			t.Fatalf("write registry config: %v", err)
 		}
 		if lastErr = r.start(bin, config); lastErr != nil {
@@ -178,7 +178,10 @@ func (r *Registry) stop() error {
 	return nil
 }
 
-func configYAML(addr, root, htpasswd string) string {
+// ConfigYAML is a Distribution server configuration serving plain HTTP on
+// addr with its storage (delete enabled) in root, and basic auth from the
+// htpasswd file when it is not "". critest-run starts its registry with it.
+func ConfigYAML(addr, root, htpasswd string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 0.1
 log:
