@@ -14,19 +14,15 @@ import (
 // RemoveContainer removes a container, running or not, and its writable
 // layer. Removing an unknown container succeeds.
 func (s *RuntimeService) RemoveContainer(ctx context.Context, r *runtime.RemoveContainerRequest) (*runtime.RemoveContainerResponse, error) {
-	id := r.GetContainerId()
-	if id == "" {
-		return nil, fmt.Errorf("container id is required: %w", errdefs.ErrInvalidArgument)
-	}
-	c, err := s.containers.Get(id)
-	if errdefs.IsNotFound(err) {
-		return &runtime.RemoveContainerResponse{}, nil
-	}
+	c, err := s.containerToTearDown(r.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
+	if c == nil {
+		return &runtime.RemoveContainerResponse{}, nil
+	}
 	ctx = log.With(ctx, "containerid", c.ID)
-	if err := s.removeContainer(ctx, c); err != nil {
+	if err := s.removeContainer(ctx, *c); err != nil {
 		return nil, err
 	}
 	log.G(ctx).Info("container removed")

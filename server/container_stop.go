@@ -15,16 +15,12 @@ import (
 // up to the timeout, then kills. Stopping an unknown or exited container
 // succeeds.
 func (s *RuntimeService) StopContainer(ctx context.Context, r *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
-	id := r.GetContainerId()
-	if id == "" {
-		return nil, fmt.Errorf("container id is required: %w", errdefs.ErrInvalidArgument)
-	}
-	c, err := s.containers.Get(id)
-	if errdefs.IsNotFound(err) {
-		return &runtime.StopContainerResponse{}, nil
-	}
+	c, err := s.containerToTearDown(r.GetContainerId())
 	if err != nil {
 		return nil, err
+	}
+	if c == nil {
+		return &runtime.StopContainerResponse{}, nil
 	}
 	ctx = log.With(ctx, "containerid", c.ID)
 	timeout := time.Duration(max(r.GetTimeout(), 0)) * time.Second

@@ -14,16 +14,12 @@ import (
 // RemovePodSandbox removes the pod's containers and then the pod, running
 // or not. Removing an unknown sandbox succeeds.
 func (s *RuntimeService) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSandboxRequest) (*runtime.RemovePodSandboxResponse, error) {
-	id := r.GetPodSandboxId()
-	if id == "" {
-		return nil, fmt.Errorf("pod sandbox id is required: %w", errdefs.ErrInvalidArgument)
-	}
-	sb, err := s.sandboxes.Get(id)
-	if errdefs.IsNotFound(err) {
-		return &runtime.RemovePodSandboxResponse{}, nil
-	}
+	sb, err := s.sandboxToTearDown(r.GetPodSandboxId())
 	if err != nil {
 		return nil, err
+	}
+	if sb == nil {
+		return &runtime.RemovePodSandboxResponse{}, nil
 	}
 	ctx = log.With(ctx, "podsandboxid", sb.ID)
 	for _, c := range s.containers.List(container.Filter{SandboxID: sb.ID}) {

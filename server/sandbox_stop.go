@@ -15,16 +15,12 @@ import (
 // stopped them gracefully) and releases its namespaces. Stopping an unknown
 // or stopped sandbox succeeds.
 func (s *RuntimeService) StopPodSandbox(ctx context.Context, r *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
-	id := r.GetPodSandboxId()
-	if id == "" {
-		return nil, fmt.Errorf("pod sandbox id is required: %w", errdefs.ErrInvalidArgument)
-	}
-	sb, err := s.sandboxes.Get(id)
-	if errdefs.IsNotFound(err) {
-		return &runtime.StopPodSandboxResponse{}, nil
-	}
+	sb, err := s.sandboxToTearDown(r.GetPodSandboxId())
 	if err != nil {
 		return nil, err
+	}
+	if sb == nil {
+		return &runtime.StopPodSandboxResponse{}, nil
 	}
 	ctx = log.With(ctx, "podsandboxid", sb.ID)
 	for _, c := range s.containers.List(container.Filter{SandboxID: sb.ID}) {
