@@ -228,8 +228,11 @@ func parseIDField(s string) (uint32, bool) {
 	return n, err == nil
 }
 
-func parsePasswd(data []byte) []passwdEntry {
-	var out []passwdEntry
+// idFileRecords returns the colon-separated records of an /etc/passwd or
+// /etc/group file that have at least minFields fields and a name, skipping
+// blank lines, comments and NIS "+"/"-" entries.
+func idFileRecords(data []byte, minFields int) [][]string {
+	var out [][]string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), maxIDFileSize)
 	for sc.Scan() {
@@ -237,33 +240,28 @@ func parsePasswd(data []byte) []passwdEntry {
 		if line == "" || line[0] == '#' || line[0] == '+' || line[0] == '-' {
 			continue
 		}
-		f := strings.Split(line, ":")
-		if len(f) < 4 || f[0] == "" {
-			continue
+		if f := strings.Split(line, ":"); len(f) >= minFields && f[0] != "" {
+			out = append(out, f)
 		}
+	}
+	return out
+}
+
+func parsePasswd(data []byte) []passwdEntry {
+	var out []passwdEntry
+	for _, f := range idFileRecords(data, 4) {
 		uid, ok1 := parseIDField(f[2])
 		gid, ok2 := parseIDField(f[3])
-		if !ok1 || !ok2 {
-			continue
+		if ok1 && ok2 {
+			out = append(out, passwdEntry{name: f[0], uid: uid, gid: gid})
 		}
-		out = append(out, passwdEntry{name: f[0], uid: uid, gid: gid})
 	}
 	return out
 }
 
 func parseGroup(data []byte) []groupEntry {
 	var out []groupEntry
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), maxIDFileSize)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' || line[0] == '+' || line[0] == '-' {
-			continue
-		}
-		f := strings.Split(line, ":")
-		if len(f) < 3 || f[0] == "" {
-			continue
-		}
+	for _, f := range idFileRecords(data, 3) {
 		gid, ok := parseIDField(f[2])
 		if !ok {
 			continue
