@@ -20,6 +20,8 @@ require (
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd
 )
 
+require github.com/containernetworking/cni v1.3.0
+
 require (
 	cyphar.com/go-pathrs v0.2.5 // indirect
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
