@@ -21,6 +21,9 @@ type Options struct {
 	// zombies, started as PID 1 of the pod's PID namespace when PID is POD.
 	// Default: /proc/self/exe pause (cmd/crid calls PauseMain for it).
 	PauseCommand []string
+	// Network attaches pods that have their own network namespace to the
+	// pod network. Nil: such pods have only their loopback interface.
+	Network Network
 }
 
 // Manager creates, tracks and tears down sandboxes. Its methods are safe for
@@ -28,6 +31,7 @@ type Options struct {
 type Manager struct {
 	stateDir string
 	pause    []string
+	network  Network
 
 	// mu guards the fields below. Never held across a syscall.
 	mu        sync.RWMutex
@@ -71,6 +75,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	m := &Manager{
 		stateDir:  filepath.Clean(opts.StateDir),
 		pause:     cloneSlice(pause),
+		network:   opts.Network,
 		sandboxes: map[string]*entry{},
 		names:     map[string]*entry{},
 	}

@@ -19,7 +19,7 @@ import (
 //     match its name, is unmounted and deleted (Run writes the checkpoint
 //     first, so this is a crash before it did, or garbage);
 //   - a Created record is a Run that never finished: its pause process is
-//     killed and it is deleted;
+//     killed, its pod network torn down, and it is deleted;
 //   - a Ready record whose pinned namespaces, shm or pause process are gone
 //     becomes NotReady (persisted); Stopping becomes NotReady too.
 //
@@ -63,6 +63,10 @@ func (m *Manager) recoverOne(ctx context.Context, dir string) {
 			if kerr := killRecovered(ctx, sb.PausePID, sb.PauseStartTime); kerr != nil {
 				log.G(ctx).Warn("killing pause process of unfinished sandbox failed", "podsandboxid", id, "error", kerr)
 			}
+		}
+		// Failing here leaves the attachment to the network's own GC.
+		if nerr := m.teardownNetwork(ctx, sb); nerr != nil {
+			log.G(ctx).Warn("tearing down the network of an unfinished sandbox failed", "podsandboxid", id, "error", nerr)
 		}
 	}
 	if err != nil {

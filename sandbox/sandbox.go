@@ -64,9 +64,13 @@ type Sandbox struct {
 	ResolvConfPath string `json:"resolvConfPath"`
 	ShmPath        string `json:"shmPath"`
 
-	// IP and AdditionalIPs are set by server after CNI ADD ([Manager.Update]).
+	// IP and AdditionalIPs are what the pod network gave the pod.
 	IP            string   `json:"ip,omitempty"`
 	AdditionalIPs []string `json:"additionalIPs,omitempty"`
+	// NetworkAttached is set (and persisted) before the pod network is
+	// set up and cleared only when its teardown succeeded: while it is
+	// set, Stop, Remove and recovery run the teardown.
+	NetworkAttached bool `json:"networkAttached,omitempty"`
 }
 
 func (s *Sandbox) clone() *Sandbox {

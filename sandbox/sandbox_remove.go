@@ -26,7 +26,7 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 	}
 	// Always, not only when Ready: it is cheap when done, and it finishes
 	// a Stop that failed half-way (a pause process removeDir cannot see).
-	if err := e.stopLocked(ctx); err != nil {
+	if err := e.stopLocked(ctx, m); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", e.id, err)
 	}
 	if err := removeDir(e.dir); err != nil {

@@ -190,6 +190,11 @@ func (m *Manager) build(ctx context.Context, e *entry, cfg Config) error {
 		sb.PausePID, sb.PauseStartTime = p.pid, p.startTime
 		sb.PIDNSPath = fmt.Sprintf("/proc/%d/ns/pid", p.pid)
 	}
+	if sb.NetNSPath != "" && m.network != nil {
+		if err := m.setupNetwork(ctx, cu, e.dir, sb); err != nil {
+			return err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("create sandbox: %w", err)
 	}
@@ -199,6 +204,29 @@ func (m *Manager) build(ctx context.Context, e *entry, cfg Config) error {
 	}
 	e.sb = *sb
 	cu.Release()
+	return nil
+}
+
+// setupNetwork attaches sb to the pod network and records its IPs. The
+// record says "attached" on disk before the plugins run, so a crash
+// during the attachment is undone by recovery.
+func (m *Manager) setupNetwork(ctx context.Context, cu *cleanup.Cleanup, dir string, sb *Sandbox) error {
+	sb.NetworkAttached = true
+	if err := writeCheckpoint(dir, sb); err != nil {
+		return err
+	}
+	ips, err := m.network.Setup(ctx, sb.clone())
+	if err != nil {
+		return fmt.Errorf("set up pod network: %w", err)
+	}
+	cu.Add("tear down pod network", func(ctx context.Context) error { return m.teardownNetwork(ctx, sb) })
+	if len(ips) == 0 {
+		return errors.New("pod network gave the pod no IP")
+	}
+	sb.IP, sb.AdditionalIPs = ips[0], cloneSlice(ips[1:])
+	if err := rewriteHosts(sb); err != nil {
+		return err
+	}
 	return nil
 }
 

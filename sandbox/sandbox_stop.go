@@ -11,9 +11,9 @@ import (
 )
 
 // Stop releases what a Ready sandbox holds: it kills (and reaps) the pause
-// process, unmounts the pod's /dev/shm and unpins its namespaces. Server
-// runs CNI DEL before, while the network namespace still exists. The
-// record stays, NotReady, with its paths, until Remove.
+// process, detaches the pod from the pod network (while its network
+// namespace still exists), unmounts the pod's /dev/shm and unpins its
+// namespaces. The record stays, NotReady, with its paths, until Remove.
 //
 // Stop is idempotent: stopping a NotReady sandbox retries the teardown
 // (every step is a no-op when its resource is gone). If a step fails the
@@ -29,11 +29,14 @@ func (m *Manager) Stop(ctx context.Context, idOrPrefix string) error {
 	if e.removed {
 		return fmt.Errorf("sandbox %s: %w", e.id, errdefs.ErrNotFound)
 	}
-	return e.stopLocked(ctx)
+	return e.stopLocked(ctx, m)
 }
 
+// The pod network is torn down after the pause process is gone and before
+// the network namespace is released; if that fails the namespace stays
+// pinned for the retry.
 // Precondition: e.mu held.
-func (e *entry) stopLocked(ctx context.Context) error {
+func (e *entry) stopLocked(ctx context.Context, m *Manager) error {
 	if e.state() == StateReady {
 		// Not persisted: a crash while Stopping recovers as NotReady since
 		// the teardown has begun.
@@ -44,15 +47,26 @@ func (e *entry) stopLocked(ctx context.Context) error {
 	if err := e.killPauseLocked(ctx, sb); err != nil {
 		errs = append(errs, err)
 	}
+	persist := sb.State != StateNotReady
+	release := *sb
+	if err := m.teardownNetwork(ctx, sb); err != nil {
+		errs = append(errs, fmt.Errorf("tear down pod network: %w", err))
+		release.NetNSPath = "" // stays pinned for the retry of the teardown
+	} else if sb.NetworkAttached && m.network != nil { // without a Network nothing was torn down
+		e.smu.Lock()
+		e.sb.NetworkAttached = false
+		e.smu.Unlock()
+		persist = true
+	}
 	if sb.ShmPath != hostShm {
 		if err := mount.Unmount(sb.ShmPath); err != nil {
 			errs = append(errs, fmt.Errorf("unmount shm: %w", err))
 		}
 	}
-	if err := releaseNamespaces(sb); err != nil {
+	if err := releaseNamespaces(&release); err != nil {
 		errs = append(errs, fmt.Errorf("release namespaces: %w", err))
 	}
-	if sb.State != StateNotReady {
+	if persist {
 		if err := e.setStateLocked(StateNotReady, true /* persist */); err != nil {
 			errs = append(errs, err)
 		}
