@@ -77,6 +77,12 @@ type daemon struct {
 	sock     string
 	certsDir string
 	config   string
+	// net is the daemon's pod network; its config is installed unless the
+	// test asked withoutPodNetwork.
+	net      *podNet
+	noPodNet bool
+	// extraCNIBinDir is searched for plugins before the standard dirs.
+	extraCNIBinDir string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -91,6 +97,12 @@ type daemonOption func(*daemon, *strings.Builder)
 // withConfig appends TOML to the daemon's config file.
 func withConfig(toml string) daemonOption {
 	return func(_ *daemon, b *strings.Builder) { b.WriteString(toml + "\n") }
+}
+
+// withoutPodNetwork starts the daemon with an empty CNI conf dir: its
+// network is not ready until the test installs d.net.
+func withoutPodNetwork() daemonOption {
+	return func(d *daemon, _ *strings.Builder) { d.noPodNet = true }
 }
 
 // startDaemon starts crid and waits until it answers. It is stopped with
@@ -115,11 +127,17 @@ func startDaemon(t testing.TB, opts ...daemonOption) *daemon {
 	for _, o := range opts {
 		o(d, &image)
 	}
+	d.net = newPodNet(t, dir)
+	if !d.noPodNet {
+		d.net.install(t)
+	}
+	cfg.WriteString(d.net.toml(d.extraCNIBinDir))
 	fmt.Fprintf(&cfg, "[image]\nregistry_config_path = %q\n%s", d.certsDir, image.String())
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg.String()), 0o644))
 	d.start(t)
 	t.Cleanup(func() {
 		d.stop(t)
+		d.net.remove()
 		if !t.Failed() {
 			os.RemoveAll(d.dir)
 		} else {

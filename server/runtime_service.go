@@ -33,6 +33,7 @@ type RuntimeService struct {
 	cgroups    cgroupmgr.Driver
 	stats      CgroupStats
 	streams    *StreamServer // nil: Exec, Attach and PortForward are Unimplemented
+	network    PodNetwork    // nil: no pod network (NetworkReady false)
 	sweep      func(ctx context.Context)
 }
 
@@ -62,6 +63,9 @@ type RuntimeServiceDeps struct {
 	Stats        CgroupStats
 	// Streams serves Exec, Attach and PortForward; optional.
 	Streams *StreamServer
+	// Network is the pod network (CNI); optional. The sandbox manager
+	// attaches pods to it; the RuntimeService reports its readiness.
+	Network PodNetwork
 	// SweepOrphans removes snapshots nothing owns (see SweepSnapshots). It
 	// runs when a removed container's image was removed before it: that
 	// image's layers could not go while the container's rootfs sat on them.
@@ -82,7 +86,7 @@ func NewRuntimeService(deps RuntimeServiceDeps) (*RuntimeService, error) {
 	return &RuntimeService{
 		version: v, sandboxes: deps.Sandboxes, containers: deps.Containers, images: deps.Images,
 		rootfs: deps.Rootfs, specs: deps.Specs, specHost: deps.SpecHost, handlers: deps.Handlers, cgroups: deps.CgroupDriver,
-		stats: deps.Stats, sweep: deps.SweepOrphans, streams: deps.Streams,
+		stats: deps.Stats, sweep: deps.SweepOrphans, streams: deps.Streams, network: deps.Network,
 	}, nil
 }
 

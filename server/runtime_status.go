@@ -6,19 +6,23 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Status reports the runtime's conditions and handlers. Pod networking
-// through CNI is not there yet: NetworkReady stays false, which kubelet
-// answers by running only host-network pods.
-func (s *RuntimeService) Status(context.Context, *runtime.StatusRequest) (*runtime.StatusResponse, error) {
+// Status reports the runtime's conditions and handlers. NetworkReady is
+// true only while a usable CNI network is installed; until then kubelet
+// runs only host-network pods.
+func (s *RuntimeService) Status(ctx context.Context, _ *runtime.StatusRequest) (*runtime.StatusResponse, error) {
+	netCond := &runtime.RuntimeCondition{Type: runtime.NetworkReady, Status: true}
+	switch {
+	case s.network == nil:
+		netCond.Status, netCond.Reason, netCond.Message = false, "NetworkPluginNotReady", "crid runs without a pod network"
+	default:
+		if err := s.network.Status(ctx); err != nil {
+			netCond.Status, netCond.Reason, netCond.Message = false, "NetworkPluginNotReady", "Network plugin returns error: "+err.Error()
+		}
+	}
 	resp := &runtime.StatusResponse{
 		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{
 			{Type: runtime.RuntimeReady, Status: true},
-			{
-				Type:    runtime.NetworkReady,
-				Status:  false,
-				Reason:  "NetworkPluginNotReady",
-				Message: "pod networking (CNI) is not implemented yet",
-			},
+			netCond,
 		}},
 	}
 	for i, h := range s.handlers {
@@ -41,4 +45,15 @@ func (s *RuntimeService) RuntimeConfig(context.Context, *runtime.RuntimeConfigRe
 		driver = runtime.CgroupDriver_SYSTEMD
 	}
 	return &runtime.RuntimeConfigResponse{Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
+}
+
+// UpdateRuntimeConfig takes the node's pod CIDR from kubelet; later pod
+// attachments offer it to IPAM (the ipRanges capability).
+func (s *RuntimeService) UpdateRuntimeConfig(_ context.Context, r *runtime.UpdateRuntimeConfigRequest) (*runtime.UpdateRuntimeConfigResponse, error) {
+	if s.network != nil {
+		if err := s.network.SetPodCIDR(r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()); err != nil {
+			return nil, err
+		}
+	}
+	return &runtime.UpdateRuntimeConfigResponse{}, nil
 }

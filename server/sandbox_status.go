@@ -10,7 +10,8 @@ import (
 )
 
 // PodSandboxStatus reports a sandbox's state, IPs and namespaces; with
-// verbose, its record under "info".
+// verbose, its record under "info" and, for a pod on the pod network, the
+// result of CNI CHECK under "networkCheck".
 func (s *RuntimeService) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxStatusRequest) (*runtime.PodSandboxStatusResponse, error) {
 	id := r.GetPodSandboxId()
 	if id == "" {
@@ -27,6 +28,16 @@ func (s *RuntimeService) PodSandboxStatus(ctx context.Context, r *runtime.PodSan
 			return nil, fmt.Errorf("encode pod sandbox info: %w", err)
 		}
 		resp.Info = map[string]string{"info": string(info)}
+		if sb.NetworkAttached && s.network != nil {
+			// CNI CHECK, for diagnostics: what the plugins think of the
+			// pod's attachment now.
+			verdict := "ok"
+			if err := s.network.Check(ctx, CNIPod(sb)); err != nil {
+				verdict = err.Error()
+			}
+			b, _ := json.Marshal(verdict)
+			resp.Info["networkCheck"] = string(b)
+		}
 	}
 	return resp, nil
 }

@@ -319,7 +319,7 @@ func TestRuntimeInfoAndFsInfo(t *testing.T) {
 		case runtime.RuntimeReady:
 			require.True(t, c.GetStatus())
 		case runtime.NetworkReady:
-			require.False(t, c.GetStatus(), "no CNI yet: the network must not claim readiness")
+			require.False(t, c.GetStatus(), "no pod network given: the network must not claim readiness")
 			require.NotEmpty(t, c.GetReason())
 		}
 	}

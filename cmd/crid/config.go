@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/crid-dev/crid/cni"
 )
 
 // DefaultConfigPath is where crid reads its configuration unless --config
@@ -38,6 +40,14 @@ type Config struct {
 	Image     ImageConfig     `toml:"image"`
 	Runtime   RuntimeConfig   `toml:"runtime"`
 	Streaming StreamingConfig `toml:"streaming"`
+	CNI       CNIConfig       `toml:"cni"`
+}
+
+// CNIConfig is the [cni] table: where the pod network is configured.
+type CNIConfig struct {
+	ConfDir  string   `toml:"conf_dir" comment:"Network configs; the first valid one (lexical order, *.conflist, *.conf, *.json) is the pod network. Re-read when its files change: no restart needed."`
+	BinDirs  []string `toml:"bin_dirs" comment:"Where CNI plugins are searched, in order."`
+	CacheDir string   `toml:"cache_dir" comment:"libcni's cache of attachments: what each pod was attached with, so that it is detached (and garbage-collected after a crash) with the same config."`
 }
 
 // StreamingConfig configures the CRI streaming server (exec, attach,
@@ -119,6 +129,11 @@ func defaultConfig() Config {
 			},
 		},
 		Streaming: StreamingConfig{Address: "127.0.0.1:0"},
+		CNI: CNIConfig{
+			ConfDir:  cni.DefaultConfDir,
+			BinDirs:  append([]string(nil), cni.DefaultBinDirs...),
+			CacheDir: cni.DefaultCacheDir,
+		},
 	}
 }
 
@@ -212,6 +227,14 @@ func (c Config) validate() error {
 		if !filepath.IsAbs(h.Path) {
 			errs = append(errs, fmt.Errorf("runtime.handlers.%s.path must be an absolute path, got %q", name, h.Path))
 		}
+	}
+	for _, d := range append([]string{c.CNI.ConfDir, c.CNI.CacheDir}, c.CNI.BinDirs...) {
+		if !filepath.IsAbs(d) {
+			errs = append(errs, fmt.Errorf("cni directories must be absolute paths, got %q", d))
+		}
+	}
+	if len(c.CNI.BinDirs) == 0 {
+		errs = append(errs, fmt.Errorf("cni.bin_dirs must name at least one directory"))
 	}
 	if c.Image.MaxLayerSize <= 0 {
 		errs = append(errs, fmt.Errorf("image.max_layer_size must be positive"))

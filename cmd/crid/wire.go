@@ -19,6 +19,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/container"
 	"github.com/crid-dev/crid/container/spec"
 	"github.com/crid-dev/crid/imagestore"
@@ -79,13 +80,19 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	network, err := cni.New(cni.Options{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: cfg.CNI.CacheDir})
+	if err != nil {
+		return err
+	}
 	sandboxes, err := sandbox.New(ctx, sandbox.Options{
 		StateDir:     filepath.Join(cfg.State, "sandboxes"),
 		PauseCommand: pauseCommand(ctx, cfg.Runtime.PausePath),
+		Network:      server.SandboxNetwork{CNI: network},
 	})
 	if err != nil {
 		return fmt.Errorf("recover pod sandboxes: %w", err)
 	}
+	gcNetwork(ctx, network, sandboxes)
 	defer func() {
 		if err := sandboxes.Close(); err != nil {
 			logger.Warn("release sandbox state dir mount", "error", err)
@@ -163,6 +170,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Stats:        cgroupmgr.NewReader(driver),
 		SweepOrphans: sweep,
 		Streams:      streams,
+		Network:      network,
 	})
 	if err != nil {
 		return err
@@ -399,4 +407,24 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return lis, nil
+}
+
+// gcNetwork detaches, before any request is served, every pod network
+// attachment whose sandbox crid does not know: what a crash between CNI
+// ADD and recording the sandbox, or in the middle of a Stop, left behind.
+// Failures are logged; the next start tries again.
+func gcNetwork(ctx context.Context, network *cni.Manager, sandboxes *sandbox.Manager) {
+	live := map[string]bool{}
+	for _, sb := range sandboxes.List(sandbox.Filter{}) {
+		live[sb.ID] = true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	gone, err := network.GC(ctx, live)
+	if len(gone) > 0 {
+		log.G(ctx).Info("detached pod network attachments of unknown sandboxes", "count", len(gone), "podsandboxids", gone)
+	}
+	if err != nil {
+		log.G(ctx).Warn("pod network garbage collection", "error", err)
+	}
 }

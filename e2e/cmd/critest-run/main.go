@@ -429,13 +429,55 @@ func waitHTTP(ctx context.Context, p *process, url string, timeout time.Duration
 	return fmt.Errorf("%s did not answer %s within %v", p.name, url, timeout)
 }
 
+// critestBridge and critestSubnet are the pod network of the crid critest
+// runs against: its own bridge and addresses, apart from the e2e suite's
+// (crid-e2e<n>, 10.213.<n>.0/24) and the deploy default (crid0,
+// 10.88.0.0/16).
+const (
+	critestBridge = "crid-critest0"
+	critestSubnet = "10.214.0.0/24"
+)
+
+// podNetwork writes the CNI config of the deploy default (bridge with
+// masquerade and hairpin, host-local, portmap) with critest's bridge,
+// subnet and IPAM dir, and returns the directory holding it. The bridge is
+// deleted at cleanup (the plugin never deletes it).
+func (r *runner) podNetwork() (string, error) {
+	dir := filepath.Join(r.tmp, "cni")
+	if err := os.MkdirAll(filepath.Join(dir, "net.d"), 0o755); err != nil {
+		return "", err
+	}
+	conf := fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": "crid-critest",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+      "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`, critestBridge, filepath.Join(dir, "ipam"), critestSubnet)
+	if err := os.WriteFile(filepath.Join(dir, "net.d", "10-critest.conflist"), []byte(conf), 0o644); err != nil {
+		return "", err
+	}
+	r.onCleanup(func() { _ = exec.Command("ip", "link", "del", critestBridge).Run() })
+	return dir, nil
+}
+
 // startCrid starts crid on its own directories and returns its socket.
 func (r *runner) startCrid(ctx context.Context, bin, certs string) (string, error) {
 	root, state := filepath.Join(r.tmp, "root"), filepath.Join(r.tmp, "state")
 	sock := filepath.Join(state, "crid.sock")
 	config := filepath.Join(r.tmp, "crid.toml")
-	toml := fmt.Sprintf("log_level = 'debug'\n\n[image]\nregistry_config_path = %q\nsandbox_image = %q\n",
-		certs, imagebuild.CritestSandboxImage)
+	netDir, err := r.podNetwork()
+	if err != nil {
+		return "", err
+	}
+	toml := fmt.Sprintf("log_level = 'debug'\n\n[image]\nregistry_config_path = %q\nsandbox_image = %q\n"+
+		"\n[cni]\nconf_dir = %q\ncache_dir = %q\n",
+		certs, imagebuild.CritestSandboxImage, filepath.Join(netDir, "net.d"), filepath.Join(netDir, "cache"))
 	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
 		return "", err
 	}
