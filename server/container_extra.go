@@ -14,9 +14,12 @@ type containerExtra struct {
 	Version    string           `json:"version"`
 	Mounts     []*runtime.Mount `json:"mounts,omitempty"`
 	StopSignal int              `json:"stopSignal,omitempty"`
-	UID        int64            `json:"uid"`
-	GID        int64            `json:"gid"`
-	Groups     []int64          `json:"groups,omitempty"`
+	// UID, GID and Groups are the generated spec's process.user (Groups is
+	// its additionalGids, the primary GID included): the identity of the
+	// container's first process and of every process exec'd in it.
+	UID    int64   `json:"uid"`
+	GID    int64   `json:"gid"`
+	Groups []int64 `json:"groups,omitempty"`
 }
 
 const containerExtraVersion = "v1"
@@ -42,4 +45,16 @@ func (e containerExtra) stopSignal() syscall.Signal {
 		return syscall.SIGTERM
 	}
 	return syscall.Signal(e.StopSignal)
+}
+
+// user is the CRI view of the container's process user, or nil when the
+// record carries no (readable) extra data: reporting uid 0 for a user crid
+// does not know would be wrong.
+func (e containerExtra) user() *runtime.ContainerUser {
+	if e.Version == "" {
+		return nil
+	}
+	return &runtime.ContainerUser{Linux: &runtime.LinuxContainerUser{
+		Uid: e.UID, Gid: e.GID, SupplementalGroups: e.Groups,
+	}}
 }

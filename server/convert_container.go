@@ -47,9 +47,7 @@ func toCRIContainerStatus(c container.Record) *runtime.ContainerStatus {
 		Annotations: c.Annotations,
 		Mounts:      extra.Mounts,
 		LogPath:     c.LogPath,
-		User: &runtime.ContainerUser{Linux: &runtime.LinuxContainerUser{
-			Uid: extra.UID, Gid: extra.GID, SupplementalGroups: extra.Groups,
-		}},
+		User:        extra.user(),
 	}
 	return st
 }

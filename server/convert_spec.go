@@ -116,8 +116,15 @@ func (s *RuntimeService) securityFromCRI(sc *runtime.LinuxContainerSecurityConte
 		MaskedPaths:   sc.GetMaskedPaths(),
 		ReadonlyPaths: sc.GetReadonlyPaths(),
 	}
-	if sc.GetSupplementalGroupsPolicy() == runtime.SupplementalGroupsPolicy_Strict {
+	switch p := sc.GetSupplementalGroupsPolicy(); p {
+	case runtime.SupplementalGroupsPolicy_Merge:
+		out.SupplementalGroupsPolicy = spec.SupplementalGroupsMerge
+	case runtime.SupplementalGroupsPolicy_Strict:
 		out.SupplementalGroupsPolicy = spec.SupplementalGroupsStrict
+	default:
+		// A policy from a newer CRI must not silently become Merge: that
+		// could give the process groups the pod asked to leave out.
+		return spec.Security{}, fmt.Errorf("supplemental groups policy %d: %w", p, errdefs.ErrInvalidArgument)
 	}
 	// The deprecated string fields still come from older kubelets.
 	if out.Seccomp.Type == spec.ProfileUnconfined && sc.GetSeccompProfilePath() != "" {

@@ -6,9 +6,9 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Status reports the runtime's conditions and handlers. NetworkReady is
-// true only while a usable CNI network is installed; until then kubelet
-// runs only host-network pods.
+// Status reports the runtime's conditions, handlers and features.
+// NetworkReady is true only while a usable CNI network is installed; until
+// then kubelet runs only host-network pods.
 func (s *RuntimeService) Status(ctx context.Context, _ *runtime.StatusRequest) (*runtime.StatusResponse, error) {
 	netCond := &runtime.RuntimeCondition{Type: runtime.NetworkReady, Status: true}
 	switch {
@@ -24,6 +24,11 @@ func (s *RuntimeService) Status(ctx context.Context, _ *runtime.StatusRequest) (
 			{Type: runtime.RuntimeReady, Status: true},
 			netCond,
 		}},
+		// SupplementalGroupsPolicy: spec.Generate applies Merge and Strict
+		// (container/spec/user.go), exec'd processes reuse the container's
+		// process user, and ContainerStatus reports that user from the
+		// container record (containerExtra), so kubelet may rely on both.
+		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	for i, h := range s.handlers {
 		rh := &runtime.RuntimeHandler{Name: h.Name, Features: &runtime.RuntimeHandlerFeatures{

@@ -31,6 +31,10 @@
 //   - Numeric UIDs/GIDs (request, image USER, /etc/passwd, /etc/group) must be
 //     in 0..2^31-1; anything else is an error, never a wrap-around to 0
 //     (CVE-2024-40635).
+//   - SupplementalGroupsPolicy Merge adds every image group that lists the
+//     user, as initgroups(3) would; containerd's WithAdditionalGIDs skips a
+//     group named like the user. Both put the primary GID first in
+//     additionalGids (see SupplementalGroupsPolicy).
 //   - Bad requests are ErrInvalidArgument, not plain errors (arrive as
 //     InvalidArgument, not Unknown).
 //   - AppArmor: containerd fails every non-Unconfined profile with "apparmor

@@ -125,14 +125,21 @@ type Resources struct {
 }
 
 // SupplementalGroupsPolicy is CRI's policy for the process's extra groups.
+// Under either policy the spec's process.user.additionalGids starts with
+// the primary GID (RunAsGroup, else the user's group from the image), so
+// that getgroups(2), and `id -G`, list it as kubelet and containerd expect;
+// the other GIDs follow sorted and without duplicates.
 type SupplementalGroupsPolicy int
 
 // Supplemental group policies.
 const (
-	// SupplementalGroupsMerge adds the groups the user belongs to in the
-	// image's /etc/group to SupplementalGroups.
+	// SupplementalGroupsMerge (CRI's default) adds to SupplementalGroups
+	// every group of the image's /etc/group that lists the user (by the
+	// name /etc/passwd gives its UID, or RunAsUsername) as a member, even
+	// when RunAsGroup replaces the primary group.
 	SupplementalGroupsMerge SupplementalGroupsPolicy = iota
-	// SupplementalGroupsStrict uses only the primary group and SupplementalGroups.
+	// SupplementalGroupsStrict uses only the primary group and
+	// SupplementalGroups: nothing from the image's /etc/group.
 	SupplementalGroupsStrict
 )
 

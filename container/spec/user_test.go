@@ -154,3 +154,84 @@ func TestUserHostileRootfs(t *testing.T) {
 		requireInvalid(t, err, "larger than")
 	})
 }
+
+// groupsPasswd and groupsGroup are critest's image-predefined-group (its
+// default-user, uid 1000, is also in group-defined-in-image, gid 50000)
+// plus multi, a user in several image groups.
+const (
+	groupsPasswd = `root:x:0:0:root:/root:/bin/sh
+default-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh
+multi:x:2000:2000::/home/multi:/bin/sh
+`
+	groupsGroup = `root:x:0:
+default-user:x:1000:
+group-defined-in-image:x:50000:default-user,multi
+multi:x:2000:
+g1:x:60000:multi
+g2:x:60001:other, multi
+g3:x:60002:other
+`
+)
+
+// TestSupplementalGroupsPolicy: Merge adds the image groups that list the
+// user, Strict never does; the primary GID always leads additionalGids.
+func TestSupplementalGroupsPolicy(t *testing.T) {
+	const (
+		merge  = SupplementalGroupsMerge
+		strict = SupplementalGroupsStrict
+	)
+	for _, tc := range []struct {
+		desc      string
+		imageUser string
+		sec       Security
+		want      specs.User
+	}{
+		// critest "SupplementalGroupsPolicy=Merge": id -G prints 1000 1234 50000.
+		{desc: "critest merge", imageUser: "1000",
+			sec:  Security{RunAsUser: ptr[int64](1000), SupplementalGroups: []int64{1234}, SupplementalGroupsPolicy: merge},
+			want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 1234, 50000}}},
+		// critest "SupplementalGroupsPolicy=Strict": id -G prints 1000 1234.
+		{desc: "critest strict", imageUser: "1000",
+			sec:  Security{RunAsUser: ptr[int64](1000), SupplementalGroups: []int64{1234}, SupplementalGroupsPolicy: strict},
+			want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 1234}}},
+		{desc: "image user merge", imageUser: "1000",
+			want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 50000}}},
+		{desc: "image user strict", imageUser: "1000", sec: Security{SupplementalGroupsPolicy: strict},
+			want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000}}},
+		{desc: "image user:group strict", imageUser: "default-user:group-defined-in-image", sec: Security{SupplementalGroupsPolicy: strict},
+			want: specs.User{UID: 1000, GID: 50000, AdditionalGids: []uint32{50000}}},
+		// The Kubernetes blog's example: runAsUser, runAsGroup 3000,
+		// supplementalGroups 4000.
+		{desc: "user in several groups with runAsGroup merge",
+			sec:  Security{RunAsUser: ptr[int64](2000), RunAsGroup: ptr[int64](3000), SupplementalGroups: []int64{4000}},
+			want: specs.User{UID: 2000, GID: 3000, AdditionalGids: []uint32{3000, 4000, 50000, 60000, 60001}}},
+		{desc: "user in several groups with runAsGroup strict",
+			sec:  Security{RunAsUser: ptr[int64](2000), RunAsGroup: ptr[int64](3000), SupplementalGroups: []int64{4000}, SupplementalGroupsPolicy: strict},
+			want: specs.User{UID: 2000, GID: 3000, AdditionalGids: []uint32{3000, 4000}}},
+		{desc: "runAsUsername merge", sec: Security{RunAsUsername: "multi"},
+			want: specs.User{UID: 2000, GID: 2000, AdditionalGids: []uint32{2000, 50000, 60000, 60001}}},
+		{desc: "runAsUsername strict", sec: Security{RunAsUsername: "multi", SupplementalGroupsPolicy: strict},
+			want: specs.User{UID: 2000, GID: 2000, AdditionalGids: []uint32{2000}}},
+		{desc: "runAsUsername and runAsGroup strict keeps requested image groups",
+			sec:  Security{RunAsUsername: "multi", RunAsGroup: ptr[int64](3000), SupplementalGroups: []int64{50000}, SupplementalGroupsPolicy: strict},
+			want: specs.User{UID: 2000, GID: 3000, AdditionalGids: []uint32{3000, 50000}}},
+		{desc: "merge drops duplicates of the primary and image groups",
+			sec:  Security{RunAsUser: ptr[int64](1000), SupplementalGroups: []int64{50000, 1000, 1234, 1234}},
+			want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 1234, 50000}}},
+		{desc: "uid not in passwd merge", sec: Security{RunAsUser: ptr[int64](4242), SupplementalGroups: []int64{1234}},
+			want: specs.User{UID: 4242, GID: 0, AdditionalGids: []uint32{0, 1234}}},
+		{desc: "uid not in passwd strict", sec: Security{RunAsUser: ptr[int64](4242), SupplementalGroups: []int64{1234}, SupplementalGroupsPolicy: strict},
+			want: specs.User{UID: 4242, GID: 0, AdditionalGids: []uint32{0, 1234}}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			in := baseInput(t)
+			writeFile(t, filepath.Join(in.RootfsPath, "etc/passwd"), groupsPasswd)
+			writeFile(t, filepath.Join(in.RootfsPath, "etc/group"), groupsGroup)
+			in.Image.User = tc.imageUser
+			in.Linux.Security = tc.sec
+			s, err := Generate(in)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, s.Process.User)
+		})
+	}
+}
