@@ -36,6 +36,10 @@ type Reader struct {
 	// V2 is true on a unified (v2-only) hierarchy; else the v1 cpuacct and
 	// memory hierarchies are read.
 	V2 bool
+	// Proc and Sys are where procfs and sysfs are mounted, for Metrics'
+	// file descriptor counts and block device names; "" means /proc and
+	// /sys.
+	Proc, Sys string
 }
 
 // NewReader probes the host's cgroup mode.

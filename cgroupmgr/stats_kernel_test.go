@@ -110,6 +110,26 @@ func TestStatsRealKernel(t *testing.T) {
 
 	_, err = r.Stats("/" + name + "-missing")
 	assert.True(t, errdefs.IsNotFound(err), "%v", err)
+
+	m, err := r.Metrics("/" + name)
+	require.NoError(t, err)
+	t.Logf("metrics of %s: %+v", name, m)
+	assert.GreaterOrEqual(t, m.CPU.UsageNanos, st.CPUUsageNanos, "a counter")
+	assert.LessOrEqual(t, m.CPU.UserNanos+m.CPU.SystemNanos, m.CPU.UsageNanos+uint64(50*time.Millisecond),
+		"user and system add up to about the usage (v1 cpuacct.usage_user/sys count at tick granularity)")
+	assert.Positive(t, m.Memory.Usage)
+	assert.LessOrEqual(t, m.Memory.WorkingSet, m.Memory.Usage)
+	assert.GreaterOrEqual(t, m.Memory.HierarchicalPageFaults, m.Memory.PageFaults)
+	assert.Positive(t, m.Memory.HierarchicalPageFaults)
+	assert.EqualValues(t, limit, m.Limits.Memory)
+	if !v2 || fileExists(filepath.Join(dirs[0], "memory.peak")) {
+		assert.GreaterOrEqual(t, m.Memory.MaxUsage, m.Memory.Usage)
+	}
+	assert.EqualValues(t, 1, m.Processes.Processes, "the sleep")
+	assert.GreaterOrEqual(t, m.Processes.FileDescriptors, uint64(3), "at least sleep's stdin, stdout and stderr")
+	assert.Zero(t, m.Processes.Sockets)
+	_, err = r.Metrics("/" + name + "-missing")
+	assert.True(t, errdefs.IsNotFound(err), "%v", err)
 }
 
 func fileExists(p string) bool {

@@ -60,4 +60,6 @@
 // Namespaces are created, and sysctls applied, on a goroutine that calls
 // runtime.LockOSThread and never unlocks, so the thread whose namespaces
 // changed exits with the goroutine and no other goroutine ever runs on it.
+// [DialInNetNS] (port forwarding) and [NetDevStats] (the pod's network
+// counters) enter a pod's network namespace on such a thread too.
 package sandbox

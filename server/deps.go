@@ -39,6 +39,9 @@ type Sandboxes interface {
 	List(f sandbox.Filter) []*sandbox.Sandbox
 	// WithReady runs fn while the sandbox is Ready and cannot start stopping.
 	WithReady(ctx context.Context, id string, fn func(context.Context, *sandbox.Sandbox) error) error
+	// NetworkStats is the counters of a Ready sandbox's network interfaces,
+	// loopback left out; nil for a host-network pod.
+	NetworkStats(ctx context.Context, id string) ([]sandbox.InterfaceStats, error)
 }
 
 // Containers is what the RuntimeService needs of container.Manager.
@@ -60,14 +63,18 @@ type Rootfs interface {
 	Prepare(ctx context.Context, key, parent string) ([]snapshotter.Mount, error)
 	Remove(ctx context.Context, key string) error
 	// Usage is the disk use of a container's writable layer; Root is the
-	// filesystem it lives on.
+	// filesystem it lives on, and Capacity that filesystem's size.
 	Usage(ctx context.Context, key string) (snapshotter.Usage, error)
 	Root() string
+	Capacity(ctx context.Context) (snapshotter.Capacity, error)
 }
 
-// CgroupStats reads a container's cgroup statistics (cgroupmgr.Reader).
+// CgroupStats reads a container's cgroup statistics (cgroupmgr.Reader):
+// Stats for ContainerStats, Metrics, in more detail, for
+// ListPodSandboxMetrics.
 type CgroupStats interface {
 	Stats(cgroupsPath string) (cgroupmgr.Stats, error)
+	Metrics(cgroupsPath string) (cgroupmgr.Metrics, error)
 }
 
 // SpecGenerator builds a container's OCI spec (container/spec.Generate).

@@ -23,6 +23,10 @@ type fakeSandboxes struct {
 	mu    sync.Mutex
 	items map[string]*sandbox.Sandbox
 	seq   int
+	// ifaces are NetworkStats' answers by sandbox ID; netErr, when set,
+	// fails it.
+	ifaces map[string][]sandbox.InterfaceStats
+	netErr map[string]error
 }
 
 func newFakeSandboxes() *fakeSandboxes { return &fakeSandboxes{items: map[string]*sandbox.Sandbox{}} }
@@ -102,6 +106,22 @@ func (f *fakeSandboxes) WithReady(ctx context.Context, id string, fn func(contex
 	return fn(ctx, sb)
 }
 
+func (f *fakeSandboxes) NetworkStats(_ context.Context, id string) ([]sandbox.InterfaceStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, err := f.get(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.netErr[sb.ID]; err != nil {
+		return nil, err
+	}
+	if sb.State != sandbox.StateReady {
+		return nil, sandbox.ErrSandboxNotReady
+	}
+	return f.ifaces[sb.ID], nil
+}
+
 // fakeContainers knows no container: every lookup is NotFound.
 type fakeContainers struct{}
 
@@ -139,7 +159,11 @@ func (fakeRootfs) Usage(context.Context, string) (snapshotter.Usage, error) {
 	return snapshotter.Usage{}, nil
 }
 func (fakeRootfs) Root() string { return "/fake" }
+func (fakeRootfs) Capacity(context.Context) (snapshotter.Capacity, error) {
+	return snapshotter.Capacity{}, nil
+}
 
 type fakeStats struct{}
 
-func (fakeStats) Stats(string) (cgroupmgr.Stats, error) { return cgroupmgr.Stats{}, nil }
+func (fakeStats) Stats(string) (cgroupmgr.Stats, error)     { return cgroupmgr.Stats{}, nil }
+func (fakeStats) Metrics(string) (cgroupmgr.Metrics, error) { return cgroupmgr.Metrics{}, nil }

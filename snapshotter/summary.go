@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // FsUsage is the disk use of a group of snapshots.
@@ -36,4 +37,24 @@ func Summarize(ctx context.Context, sn Snapshotter) (images, containers FsUsage,
 		return nil
 	})
 	return images, containers, err
+}
+
+// Capacity is the size of a filesystem.
+type Capacity struct {
+	Bytes, AvailableBytes uint64 // available: to unprivileged users
+	Inodes, InodesFree    uint64
+}
+
+// Statfs measures the filesystem dir is on (the snapshotter's Root, for the
+// limit of every container's writable layer).
+func Statfs(dir string) (Capacity, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return Capacity{}, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	bs := uint64(st.Bsize) //nolint:gosec // a block size is positive
+	return Capacity{
+		Bytes: st.Blocks * bs, AvailableBytes: st.Bavail * bs,
+		Inodes: st.Files, InodesFree: st.Ffree,
+	}, nil
 }

@@ -162,7 +162,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Sandboxes:    sandboxes,
 		Containers:   containers,
 		Images:       images,
-		Rootfs:       sn,
+		Rootfs:       rootfs{sn},
 		Specs:        spec.Generate,
 		SpecHost:     host,
 		Handlers:     handlers,
@@ -362,6 +362,14 @@ type fsUsage struct{ sn snapshotter.Snapshotter }
 
 func (f fsUsage) Usage(ctx context.Context) (images, containers snapshotter.FsUsage, err error) {
 	return snapshotter.Summarize(ctx, f.sn)
+}
+
+// rootfs adapts the snapshotter to server.Rootfs: it adds the capacity of
+// the filesystem the snapshots live on.
+type rootfs struct{ snapshotter.Snapshotter }
+
+func (r rootfs) Capacity(context.Context) (snapshotter.Capacity, error) {
+	return snapshotter.Statfs(r.Root())
 }
 
 // lockRoot takes an exclusive lock on the root directory so two daemons can
