@@ -44,6 +44,14 @@ func (s *RuntimeService) specInput(id, rootfs, cgroupsPath string, sb *sandbox.S
 		in.Env = append(in.Env, spec.KeyValue{Key: kv.GetKey(), Value: string(kv.GetValue())})
 	}
 	for _, m := range cfg.GetMounts() {
+		if m.GetRecursiveReadOnly() {
+			// A runtime that does not know "rro" might mount the volume
+			// writable below its top: refuse instead.
+			if h, _ := s.handler(sb.Config.RuntimeHandler); !h.RecursiveReadOnlyMounts {
+				return spec.Input{}, fmt.Errorf("mount %s: recursive read-only mounts are not supported by runtime handler %q: %w",
+					m.GetContainerPath(), sb.Config.RuntimeHandler, errdefs.ErrInvalidArgument)
+			}
+		}
 		in.Mounts = append(in.Mounts, spec.Mount{
 			ContainerPath: m.GetContainerPath(), HostPath: m.GetHostPath(), Readonly: m.GetReadonly(),
 			SelinuxRelabel: m.GetSelinuxRelabel(), Propagation: spec.Propagation(m.GetPropagation()),

@@ -68,7 +68,7 @@ type RuntimeConfig struct {
 
 // HandlerConfig is one OCI runtime.
 type HandlerConfig struct {
-	Path string `toml:"path" comment:"runc- or crun-compatible binary."`
+	Path string `toml:"path" comment:"runc- or crun-compatible binary: an absolute path, or a name looked up in $PATH at start (so a newer runtime in /usr/local/sbin wins over the distribution's)."`
 	Root string `toml:"root,omitempty" comment:"The runtime's --root; default <state>/runtime/<handler>."`
 }
 
@@ -124,8 +124,8 @@ func defaultConfig() Config {
 			Conmon:         "/usr/bin/conmon",
 			PausePath:      "/usr/local/libexec/crid/crid-pause",
 			Handlers: map[string]HandlerConfig{
-				"runc": {Path: "/usr/sbin/runc"},
-				"crun": {Path: "/usr/bin/crun"},
+				"runc": {Path: "runc"},
+				"crun": {Path: "crun"},
 			},
 		},
 		Streaming: StreamingConfig{Address: "127.0.0.1:0"},
@@ -224,8 +224,8 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("runtime.cgroup_driver must be cgroupfs or systemd, got %q", c.Runtime.CgroupDriver))
 	}
 	for name, h := range c.Runtime.Handlers {
-		if !filepath.IsAbs(h.Path) {
-			errs = append(errs, fmt.Errorf("runtime.handlers.%s.path must be an absolute path, got %q", name, h.Path))
+		if !filepath.IsAbs(h.Path) && strings.ContainsRune(h.Path, '/') || h.Path == "" {
+			errs = append(errs, fmt.Errorf("runtime.handlers.%s.path must be an absolute path or a command name looked up in $PATH, got %q", name, h.Path))
 		}
 	}
 	for _, d := range append([]string{c.CNI.ConfDir, c.CNI.CacheDir}, c.CNI.BinDirs...) {

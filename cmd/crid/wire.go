@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -254,7 +255,8 @@ func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, [
 	})
 	for _, name := range names {
 		h := cfg.Runtime.Handlers[name]
-		if _, err := os.Stat(h.Path); err != nil {
+		path, err := exec.LookPath(h.Path)
+		if err != nil {
 			if name == cfg.Runtime.DefaultRuntime {
 				return nil, nil, fmt.Errorf("default runtime handler %s: %w", name, err)
 			}
@@ -265,11 +267,12 @@ func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, [
 		if root == "" {
 			root = filepath.Join(cfg.State, "runtime", name)
 		}
-		runtimes[name] = container.Runtime{Name: name, Path: h.Path, Root: root, ConmonPath: cfg.Runtime.Conmon, Type: "oci",
+		rt := container.Runtime{Name: name, Path: path, Root: root, ConmonPath: cfg.Runtime.Conmon, Type: "oci",
 			// The systemd driver's "slice:crid:<id>" paths mean nothing to
 			// the runtime's cgroupfs manager.
 			SystemdCgroup: cfg.Runtime.CgroupDriver == string(cgroupmgr.Systemd)}
-		handlers = append(handlers, server.RuntimeHandler{Name: name})
+		runtimes[name] = rt
+		handlers = append(handlers, probeHandler(ctx, rt))
 	}
 	m, err := container.New(ctx, container.Options{
 		StateDir:       filepath.Join(cfg.State, "containers"),
@@ -435,4 +438,21 @@ func gcNetwork(ctx context.Context, network *cni.Manager, sandboxes *sandbox.Man
 	if err != nil {
 		log.G(ctx).Warn("pod network garbage collection", "error", err)
 	}
+}
+
+// probeHandler asks the OCI runtime what it supports (`features`, runc >=
+// 1.1): recursive read-only mounts need the "rro" mount option (runc >=
+// 1.2 on Linux >= 5.12). A runtime without `features` supports nothing
+// optional.
+func probeHandler(ctx context.Context, rt container.Runtime) server.RuntimeHandler {
+	h := server.RuntimeHandler{Name: rt.Name}
+	f, err := rt.Features(ctx)
+	if err != nil {
+		log.G(ctx).Info("runtime handler has no features command: optional features off", "handler", rt.Name, "path", rt.Path, "error", err)
+		return h
+	}
+	h.RecursiveReadOnlyMounts = slices.Contains(f.MountOptions, "rro")
+	log.G(ctx).Info("runtime handler", "handler", rt.Name, "path", rt.Path, "ociVersionMax", f.OCIVersionMax,
+		"recursiveReadOnlyMounts", h.RecursiveReadOnlyMounts)
+	return h
 }
