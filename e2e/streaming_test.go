@@ -84,27 +84,33 @@ func TestStreamingURLs(t *testing.T) {
 	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
 }
 
+// streamTransports are crictl's --transport values: SPDY, served by
+// cri-streaming, and WebSocket, which crictl (client-go) speaks as
+// v5.channel.k8s.io for exec and attach and as SPDY tunnelled in WebSocket
+// for port-forward, both served by crid itself.
+var streamTransports = []string{"spdy", "websocket"}
+
 func TestStreamingExec(t *testing.T) {
 	e := newRuntimeEnv(t)
 	pod := e.podConfig("exec", nil)
 	podID := e.runPod(t, pod)
 	id := e.run(t, podID, pod, "c", "sleep", "1000")
+	for _, transport := range streamTransports {
+		t.Run(transport, func(t *testing.T) { testStreamingExec(t, e, id, transport) })
+	}
+}
+
+func testStreamingExec(t *testing.T, e *rtEnv, id, transport string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	// stdin piped through, output back. SPDY only: crictl's (client-go's)
-	// WebSocket executor speaks only v5.channel.k8s.io, which the
-	// cri-streaming v0.37.2 server does not offer (it has up to v4).
-	var cmd *exec.Cmd
-	var out []byte
-	var err error
-	for _, transport := range []string{"spdy"} {
-		cmd = e.d.crictlCmd(ctx, "exec", "--transport", transport, "-i", id, "sed", "s/^/in:/")
-		cmd.Stdin = strings.NewReader("one\ntwo\n")
-		out, err = cmd.Output()
-		require.NoError(t, err, "%s: %s", transport, e.d.Logs())
-		assert.Equal(t, "in:one\nin:two\n", string(out), transport)
-	}
+	// stdin piped through, its end reaching the process as EOF (over
+	// WebSocket: v5's CLOSE signal), output back.
+	cmd := e.d.crictlCmd(ctx, "exec", "--transport", transport, "-i", id, "sed", "s/^/in:/")
+	cmd.Stdin = strings.NewReader("one\ntwo\n")
+	out, err := cmd.Output()
+	require.NoError(t, err, "%s", e.d.Logs())
+	assert.Equal(t, "in:one\nin:two\n", string(out))
 
 	// Exit codes.
 	for _, code := range []int{0, 1, 137} {
@@ -112,7 +118,7 @@ func TestStreamingExec(t *testing.T) {
 		if code == 137 {
 			script = "kill -9 $$"
 		}
-		cmd := e.d.crictlCmd(ctx, "exec", id, "sh", "-c", "echo x; "+script)
+		cmd := e.d.crictlCmd(ctx, "exec", "--transport", transport, id, "sh", "-c", "echo x; "+script)
 		out, err := cmd.Output()
 		assert.Equal(t, "x\n", string(out))
 		if code == 0 {
@@ -130,7 +136,7 @@ func TestStreamingExec(t *testing.T) {
 	master, slave := openPTY(t)
 	defer master.Close()
 	require.NoError(t, unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 30, Col: 100}))
-	cmd = e.d.crictlCmd(ctx, "exec", "-it", id, "sh", "-c", "test -t 0 && echo is-a-tty; stty size; read x; stty size")
+	cmd = e.d.crictlCmd(ctx, "exec", "--transport", transport, "-it", id, "sh", "-c", "test -t 0 && echo is-a-tty; stty size; read x; stty size")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
 	require.NoError(t, cmd.Start())
@@ -155,22 +161,27 @@ func TestStreamingExec(t *testing.T) {
 	assert.Contains(t, term.String(), "40 120")
 
 	// A client that goes away mid-session ends the session: its process
-	// and runc are gone.
-	procs0 := e.ownProcs()
-	master, slave = openPTY(t)
-	defer master.Close()
-	cmd = e.d.crictlCmd(ctx, "exec", "-it", id, "cat")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	require.NoError(t, cmd.Start())
-	slave.Close()
-	go func() { _, _ = io.Copy(io.Discard, master) }()
-	require.Eventually(t, func() bool { return len(e.ownProcs()) > len(procs0) }, 10*time.Second, 50*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
-	require.Eventually(t, func() bool { return len(e.ownProcs()) == len(procs0) }, 20*time.Second, 100*time.Millisecond,
-		"left behind: %v (before: %v)", e.ownProcs(), procs0)
+	// and runc are gone. Without a terminal nothing but the connection
+	// tells crid: the process neither reads nor writes. (crictl is one of
+	// ownProcs: wait for one more, the exec.)
+	for _, args := range [][]string{{"-it", id, "cat"}, {id, "sleep", "1000"}} {
+		procs0 := e.ownProcs()
+		master, slave = openPTY(t)
+		defer master.Close()
+		cmd = e.d.crictlCmd(ctx, append([]string{"exec", "--transport", transport}, args...)...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		require.NoError(t, cmd.Start())
+		slave.Close()
+		go func() { _, _ = io.Copy(io.Discard, master) }()
+		require.Eventually(t, func() bool { return len(e.ownProcs()) > len(procs0)+1 }, 10*time.Second, 50*time.Millisecond,
+			"%v: %v (before: %v)", args, e.ownProcs(), procs0)
+		time.Sleep(500 * time.Millisecond)
+		require.NoError(t, cmd.Process.Kill())
+		_ = cmd.Wait()
+		require.Eventually(t, func() bool { return len(e.ownProcs()) == len(procs0) }, 20*time.Second, 100*time.Millisecond,
+			"%v: left behind: %v (before: %v)", args, e.ownProcs(), procs0)
+	}
 }
 
 type lockedBuffer struct {
@@ -215,43 +226,57 @@ func TestStreamingAttach(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	for _, word := range []string{"first", "second"} {
-		cmd := e.d.crictlCmd(ctx, "attach", "--transport", "spdy", "-i", id)
-		stdin, err := cmd.StdinPipe()
-		require.NoError(t, err)
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		lines := make(chan string, 10)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		// Attach is asynchronous: repeat until an echo comes back.
-		got := false
-		for i := 0; i < 50 && !got; i++ {
-			_, err = io.WriteString(stdin, word+"\n")
-			require.NoError(t, err)
-			select {
-			case l := <-lines:
-				assert.Equal(t, "got:"+word, l)
-				got = true
-			case <-time.After(200 * time.Millisecond):
-			}
+	var words []string
+	for _, transport := range streamTransports {
+		for _, word := range []string{"first-" + transport, "second-" + transport} {
+			words = append(words, word)
+			attachEcho(ctx, t, e, id, transport, word)
 		}
-		require.True(t, got, "no echo of %s through attach\n%s", word, e.d.Logs())
-		stdin.Close() // detach
-		require.NoError(t, cmd.Wait())
 	}
 	st := e.ctrStatus(t, id)
 	assert.Equal(t, runtime.ContainerState_CONTAINER_RUNNING, st.GetState(), "detaching leaves the container running")
 	logs, err := os.ReadFile(st.GetLogPath())
 	require.NoError(t, err)
-	assert.Contains(t, string(logs), "stdout F got:first")
-	assert.Contains(t, string(logs), "stdout F got:second")
+	for _, word := range words {
+		assert.Contains(t, string(logs), "stdout F got:"+word)
+	}
+}
+
+// attachEcho attaches to id, a container echoing its input as got:<line>,
+// with crictl over transport until word comes back, then detaches by
+// closing stdin (over WebSocket: v5's CLOSE signal).
+func attachEcho(ctx context.Context, t *testing.T, e *rtEnv, id, transport, word string) {
+	t.Helper()
+	cmd := e.d.crictlCmd(ctx, "attach", "--transport", transport, "-i", id)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	lines := make(chan string, 10)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	// Attach is asynchronous: repeat until an echo comes back. An echo
+	// of an earlier session's repeat may come first.
+	got := false
+	for i := 0; i < 50 && !got; i++ {
+		_, err = io.WriteString(stdin, word+"\n")
+		require.NoError(t, err)
+		select {
+		case l := <-lines:
+			assert.True(t, strings.HasPrefix(l, "got:"), "%q", l)
+			got = l == "got:"+word
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	require.True(t, got, "no echo of %s through attach over %s\n%s", word, transport, e.d.Logs())
+	stdin.Close() // detach
+	require.NoError(t, cmd.Wait(), transport)
 }
 
 func TestStreamingPortForward(t *testing.T) {
@@ -273,46 +298,54 @@ func TestStreamingPortForward(t *testing.T) {
 			e.run(t, podID, pod, "web", "sh", "-c",
 				fmt.Sprintf("mkdir -p /tmp/w && echo hello-%s > /tmp/w/index.html && exec httpd -f -p 127.0.0.1:%d -h /tmp/w", name, port))
 
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			transport := "spdy"
-			cmd := e.d.crictlCmd(ctx, "port-forward", "--transport", transport, podID, fmt.Sprintf("0:%d", port))
-			stdout, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			require.NoError(t, cmd.Start())
-			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-			sc := bufio.NewScanner(stdout)
-			re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+)`)
-			var local string
-			for sc.Scan() {
-				if m := re.FindStringSubmatch(sc.Text()); m != nil {
-					local = "127.0.0.1:" + m[1]
-					break
-				}
+			for _, transport := range streamTransports {
+				t.Run(transport, func(t *testing.T) { portForwardGet(t, e, podID, port, "hello-"+name, transport) })
 			}
-			require.NotEmpty(t, local, "crictl port-forward printed no address")
-			go func() { _, _ = io.Copy(io.Discard, stdout) }()
-
-			var body string
-			require.Eventually(t, func() bool {
-				c, err := net.DialTimeout("tcp4", local, time.Second)
-				if err != nil {
-					return false
-				}
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
-				b, _ := io.ReadAll(c)
-				body = string(b)
-				return strings.Contains(body, "hello-"+name)
-			}, 30*time.Second, 200*time.Millisecond, "last response %q\n%s", body, e.d.Logs())
 		})
 	}
 }
 
-// TestStreamingNoLeaks runs 200 exec sessions in a row and checks that
-// crid's threads and fds and the host's processes are back where they
-// were.
+// portForwardGet forwards a local port to port in pod podID with crictl
+// over transport (over WebSocket: SPDY tunnelled in it) and checks that an
+// HTTP GET through it answers want.
+func portForwardGet(t *testing.T, e *rtEnv, podID string, port int, want, transport string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := e.d.crictlCmd(ctx, "port-forward", "--transport", transport, podID, fmt.Sprintf("0:%d", port))
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+)`)
+	var local string
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			local = "127.0.0.1:" + m[1]
+			break
+		}
+	}
+	require.NotEmpty(t, local, "crictl port-forward printed no address")
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+
+	var body string
+	require.Eventually(t, func() bool {
+		c, err := net.DialTimeout("tcp4", local, time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		body = string(b)
+		return strings.Contains(body, want)
+	}, 30*time.Second, 200*time.Millisecond, "last response %q\n%s", body, e.d.Logs())
+}
+
+// TestStreamingNoLeaks runs 200 exec sessions in a row, over SPDY and
+// WebSocket, and checks that crid's threads and fds and the host's
+// processes are back where they were.
 func TestStreamingNoLeaks(t *testing.T) {
 	e := newRuntimeEnv(t)
 	pod := e.podConfig("leak", nil)
@@ -322,9 +355,10 @@ func TestStreamingNoLeaks(t *testing.T) {
 	defer cancel()
 	pid := e.d.pid()
 	session := func(i int) {
-		args := []string{"exec", id, "echo", strconv.Itoa(i)}
+		transport := streamTransports[i/2%2] // each kind of session over each transport
+		args := []string{"exec", "--transport", transport, id, "echo", strconv.Itoa(i)}
 		if i%2 == 1 {
-			args = []string{"exec", "-i", id, "cat"}
+			args = []string{"exec", "--transport", transport, "-i", id, "cat"}
 		}
 		cmd := e.d.crictlCmd(ctx, args...)
 		cmd.Stdin = strings.NewReader(strconv.Itoa(i) + "\n")

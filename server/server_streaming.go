@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	"k8s.io/streaming/pkg/httpstream/wsstream"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/crid-dev/crid/container"
@@ -44,9 +46,18 @@ type StreamServerConfig struct {
 // one-time URLs on it, and kubelet or crictl connect there with SPDY or
 // WebSocket. It is the server's because the URLs are a CRI concern; the
 // work behind them is the leaves'.
+//
+// The HTTP front is crid's (serveHTTP): every URL's one-time entry is taken
+// there first, WebSocket exec and attach with v5.channel.k8s.io and
+// port-forward tunnelled in WebSocket (SPDY/3.1+portforward.k8s.io) are
+// served by crid (server_streaming_ws.go), since the library offers only
+// older WebSocket protocols, and everything else goes to the library.
 type StreamServer struct {
 	lis    net.Listener
 	lib    streaming.Server
+	rt     streamRuntime // the leaves, for the library and for crid's own handlers
+	urls   *streamURLs
+	idle   time.Duration // a WebSocket connection with no traffic for this long ends
 	http   *http.Server
 	ctx    context.Context // every session's; cancelled by Close
 	cancel context.CancelFunc
@@ -62,19 +73,20 @@ func NewStreamServer(cfg StreamServerConfig) (*StreamServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for streaming on %s: %w", cfg.Addr, err)
 	}
-	s := &StreamServer{lis: lis}
+	s := &StreamServer{lis: lis, urls: newStreamURLs(), idle: 4 * time.Hour}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.rt = streamRuntime{s: s, containers: cfg.Containers, sandboxes: cfg.Sandboxes}
 	c := streaming.DefaultConfig
 	c.Addr = lis.Addr().String() // the real port: URLs are right before Serve
-	c.StreamIdleTimeout = 4 * time.Hour
-	s.lib, err = streaming.NewServer(c, streamRuntime{s: s, containers: cfg.Containers, sandboxes: cfg.Sandboxes})
+	c.StreamIdleTimeout = s.idle
+	s.lib, err = streaming.NewServer(c, s.rt)
 	if err != nil {
 		lis.Close()
 		s.cancel()
 		return nil, fmt.Errorf("create stream server: %w", err)
 	}
 	s.http = &http.Server{
-		Handler:           s.lib,
+		Handler:           http.HandlerFunc(s.serveHTTP),
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 	}
@@ -114,17 +126,123 @@ func (s *StreamServer) session(ctx context.Context) (context.Context, func(), er
 	return ctx, func() { stop(); cancel(); s.wg.Done() }, nil
 }
 
-// url errors come from the library as gRPC statuses already.
+// get* hand out the library's one-time URLs and remember what each stands
+// for. url errors come from the library as gRPC statuses already.
 func (s *StreamServer) getExec(r *runtime.ExecRequest) (*runtime.ExecResponse, error) {
-	return s.lib.GetExec(r)
+	return handOut(s.urls, r, s.lib.GetExec)
 }
 
 func (s *StreamServer) getAttach(r *runtime.AttachRequest) (*runtime.AttachResponse, error) {
-	return s.lib.GetAttach(r)
+	return handOut(s.urls, r, s.lib.GetAttach)
 }
 
 func (s *StreamServer) getPortForward(r *runtime.PortForwardRequest) (*runtime.PortForwardResponse, error) {
-	return s.lib.GetPortForward(r)
+	return handOut(s.urls, r, s.lib.GetPortForward)
+}
+
+// handOut gets a URL for req from the library and remembers req for it.
+// The entry's clock starts before the library's, so it never outlives the
+// library's.
+func handOut[Req any, Resp interface{ GetUrl() string }](u *streamURLs, req Req, get func(Req) (Resp, error)) (Resp, error) {
+	expires := u.expiry()
+	resp, err := get(req)
+	if err != nil {
+		return resp, err
+	}
+	if err := u.add(resp.GetUrl(), req, expires); err != nil {
+		var none Resp
+		return none, err
+	}
+	return resp, nil
+}
+
+// serveHTTP is the stream server's front. It takes the URL's one-time
+// entry first, so that a URL serves once whichever handler serves it, then
+// serves what the library does not (WebSocket exec and attach with
+// v5.channel.k8s.io, port-forward tunnelled in WebSocket) and hands the
+// rest, SPDY and the older WebSocket protocols, to the library, which takes
+// its own entry for the URL.
+func (s *StreamServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.urls.take(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r) // unknown, used or expired: what the library answers
+		return
+	}
+	switch req := req.(type) {
+	case *runtime.ExecRequest:
+		if wsstream.IsWebSocketRequestWithStreamCloseProtocol(r) {
+			s.serveExecV5(w, r, req)
+			return
+		}
+	case *runtime.AttachRequest:
+		if wsstream.IsWebSocketRequestWithStreamCloseProtocol(r) {
+			s.serveAttachV5(w, r, req)
+			return
+		}
+	case *runtime.PortForwardRequest:
+		if wsstream.IsWebSocketRequestWithTunnelingProtocol(r) {
+			s.servePortForwardTunnel(w, r)
+			return
+		}
+	}
+	s.lib.ServeHTTP(w, r)
+}
+
+// streamURLTTL is how long a URL stays usable: the library's request cache
+// TTL (cri-streaming's unexported cacheTTL).
+const streamURLTTL = time.Minute
+
+// streamURLs remembers the request each URL handed out stands for, by URL
+// path, until it is taken or expires. Entries are added only for URLs the
+// library handed out, so the library's in-flight limit bounds them too.
+type streamURLs struct {
+	now func() time.Time
+	// mu guards the fields below.
+	mu      sync.Mutex
+	entries map[string]streamURL
+}
+
+type streamURL struct {
+	req     any // *runtime.ExecRequest, *runtime.AttachRequest or *runtime.PortForwardRequest
+	expires time.Time
+}
+
+func newStreamURLs() *streamURLs {
+	return &streamURLs{now: time.Now, entries: make(map[string]streamURL)}
+}
+
+// expiry is the expiry time of a URL handed out now.
+func (u *streamURLs) expiry() time.Time { return u.now().Add(streamURLTTL) }
+
+// add remembers req for rawURL until expires, and forgets expired entries.
+func (u *streamURLs) add(rawURL string, req any, expires time.Time) error {
+	p, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("parse stream url: %w", err)
+	}
+	now := u.now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, e := range u.entries {
+		if now.After(e.expires) {
+			delete(u.entries, k)
+		}
+	}
+	u.entries[p.Path] = streamURL{req: req, expires: expires}
+	return nil
+}
+
+// take removes the entry for path and returns its request, unless there is
+// none or it has expired.
+func (u *streamURLs) take(path string) (any, bool) {
+	u.mu.Lock()
+	e, ok := u.entries[path]
+	delete(u.entries, path)
+	u.mu.Unlock()
+	if !ok || u.now().After(e.expires) {
+		return nil, false
+	}
+	return e.req, true
 }
 
 // streamRuntime adapts the leaves to streaming.Runtime.
