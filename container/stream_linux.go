@@ -204,6 +204,10 @@ func (r Runtime) waitExec(ctx context.Context, id string, runcPid int, pidPath s
 // container's, puts ours in raw mode, and copies our window size to the
 // container's terminal at start and on every SIGWINCH, which the kernel
 // sends runc's process group when we resize our master.
+// initialSizeWait bounds how long a tty exec waits for the client's first
+// terminal size before starting the process without one.
+const initialSizeWait = time.Second
+
 func (r Runtime) execTTY(ctx context.Context, o streamExecOpts) (int, error) {
 	master, slave, err := openPTY()
 	if err != nil {
@@ -216,16 +220,29 @@ func (r Runtime) execTTY(ctx context.Context, o streamExecOpts) (int, error) {
 			slave.Close()
 		}
 	}()
-	// The size must be set before runc reads it at start; take the first
-	// one if it is already queued.
-	select {
-	case sz, ok := <-o.Resize:
-		if ok {
-			setWinsize(master, sz)
-		} else {
-			o.Resize = nil
+	// The process must start with the client's terminal size, or it may
+	// see a 0x0 terminal (busybox's `stty size` then fails): runc copies
+	// our size to the container's terminal only after the process started.
+	// The size goes into the process spec (consoleSize, which runc sets
+	// before the process runs) and on our terminal. A client with a resize
+	// stream sends its size first thing, but it can arrive after the exec
+	// request: wait for it, briefly.
+	if o.Resize != nil {
+		select {
+		case sz, ok := <-o.Resize:
+			if ok {
+				setWinsize(master, sz)
+				if sz.Width > 0 && sz.Height > 0 {
+					p := *o.Process
+					p.ConsoleSize = &specs.Box{Height: uint(sz.Height), Width: uint(sz.Width)}
+					o.Process = &p
+				}
+			} else {
+				o.Resize = nil
+			}
+		case <-time.After(initialSizeWait):
+		case <-ctx.Done():
 		}
-	default:
 	}
 	specPath, pidPath, err := writeProcessSpec(o.Dir, o.Process)
 	if err != nil {
