@@ -4,6 +4,7 @@
 #   make critest  critest conformance against crid, images from a local registry (root)
 #   make bench  benchmarks with the figures the issues name (root)
 #   make test-v2vm  cgroup v2 + systemd driver tests in a QEMU guest (root; not in `make test`)
+#   make kubelet  build kubelet v1.37.2 from the module proxy into ~/.cache/crid (the e2e kubelet test's)
 
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
@@ -13,7 +14,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 GOTEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build deps install start up test unit e2e critest bench lint clean test-v2vm
+.PHONY: all build deps install start up test unit e2e critest bench lint clean test-v2vm kubelet
 
 all: build
 
@@ -42,10 +43,15 @@ start:
 up: deps install start
 
 # The second: every test, as root. .ci/run calls exactly this.
-test: deps lint
+test: deps lint kubelet
 	$(GO) test $(GOTEST_FLAGS) ./...
 	$(GO) test $(GOTEST_FLAGS) -tags e2e ./e2e/...
 	$(MAKE) --no-print-directory critest
+
+# kubelet for e2e/kubelet_test.go, cached in ~/.cache/crid/kubelet-<version>;
+# a no-op when the cached binary answers --version.
+kubelet:
+	bash hack/build-kubelet.sh
 
 # Specs that fail must be listed in e2e/critest-expected-failures.txt.
 critest:
