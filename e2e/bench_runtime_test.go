@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -55,11 +56,30 @@ func removeCgroupParent(parent string) {
 // create, start, stop, rm, stopp, rmp) for 20 sequential pods and reports
 // the median of each step and of the whole cycle, as issue 3 measures
 // containerd and CRI-O.
+//
+// With BENCH_CRI_ENDPOINT and BENCH_IMAGE it measures another runtime
+// (hack/bench-containerd.sh), for the back-to-back comparison.
 func BenchmarkPodCycle(b *testing.B) {
-	reg, _ := pushSet(b, []string{"basic"})
-	d := startDaemon(b)
-	image := reg.Addr() + "/crid-test/busybox:latest"
-	d.mustCrictl(b, "pull", image)
+	var crictl func(testing.TB, ...string) string
+	var image string
+	if ep := os.Getenv("BENCH_CRI_ENDPOINT"); ep != "" {
+		image = os.Getenv("BENCH_IMAGE")
+		crictl = func(tb testing.TB, args ...string) string {
+			tb.Helper()
+			full := append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "120s"}, args...)
+			cmd := exec.Command(crictlBin, full...)
+			cmd.Env = append(os.Environ(), "CRI_CONFIG_FILE=/dev/null")
+			out, err := cmd.Output()
+			require.NoError(tb, err, "crictl %v", args)
+			return string(out)
+		}
+	} else {
+		reg, _ := pushSet(b, []string{"basic"})
+		d := startDaemon(b)
+		image = reg.Addr() + "/crid-test/busybox:latest"
+		crictl = d.mustCrictl
+	}
+	crictl(b, "pull", image)
 	parent := fmt.Sprintf("/crid-bench-%d", time.Now().UnixNano())
 	b.Cleanup(func() { removeCgroupParent(parent) })
 	dir := b.TempDir()
@@ -84,7 +104,7 @@ func BenchmarkPodCycle(b *testing.B) {
 					args = []string{step, podID}
 				}
 				start := time.Now()
-				out := strings.TrimSpace(d.mustCrictl(b, args...))
+				out := strings.TrimSpace(crictl(b, args...))
 				times[step] = append(times[step], time.Since(start))
 				switch step {
 				case "runp":

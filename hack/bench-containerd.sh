@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs BenchmarkPodNetwork (e2e/bench_network_test.go) against Debian's
+# Runs BenchmarkPodNetwork (e2e/bench_network_test.go) and BenchmarkPodCycle
+# (e2e/bench_runtime_test.go) against Debian's
 # containerd with the same pod network crid's benchmark uses (bridge with
 # masquerade and hairpin, host-local, portmap; Debian's plugins), for the
 # back-to-back comparison issue 4 asks for. Images come from a local
@@ -80,4 +81,4 @@ crictl --runtime-endpoint "unix://$tmp/containerd.sock" --image-endpoint "unix:/
 echo "containerd $(containerd --version | awk '{print $3}'), same network as crid's benchmark:"
 BENCH_CRI_ENDPOINT="unix://$tmp/containerd.sock" BENCH_IMAGE="127.0.0.1:$port/crid-test/busybox:latest" \
 	BENCH_RUNTIME_PID=$ctrd \
-	go test -count=1 -tags e2e -run '^$' -bench 'PodNetwork' -benchtime "$benchtime" ./e2e/ | grep -E '^Benchmark|^ok|FAIL|Error|rror:' | head -20
+	go test -count=1 -tags e2e -run '^$' -bench 'PodNetwork|PodCycle' -benchtime "$benchtime" ./e2e/ | grep -E '^Benchmark|^ok|FAIL|Error|rror:' | head -20
