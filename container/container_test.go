@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -76,7 +77,7 @@ func newEnv(t *testing.T) *env {
 		}
 		ents, _ := os.ReadDir(e.stateDir)
 		for _, d := range ents {
-			_ = mount.Unmount(filepath.Join(e.stateDir, d.Name(), "rootfs"))
+			_ = unmountBundle(filepath.Join(e.stateDir, d.Name()))
 		}
 		for _, d := range cgroupDirs(e.cgPrefix) {
 			_ = os.Remove(d)
@@ -568,6 +569,76 @@ func TestUpdateResourcesAndFeatures(t *testing.T) {
 	}
 	require.NoError(t, err)
 	assert.NotEmpty(t, f.OCIVersionMax)
+}
+
+// TestVolumes: the volumes PrepareVolumes returns are mounted in the
+// bundle before the spec is made, the container sees them through the
+// spec's bind mounts, and Remove unmounts them before the bundle goes. A
+// failed creation unmounts them and runs their undo.
+func TestVolumes(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	defer m.Close()
+	ctx := context.Background()
+
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("from the volume\n"), 0o644))
+	var undone []string
+	cfg := func(name string, specErr error) CreateConfig {
+		c := e.config(name, "sh", "-c", "cat /tmp/vol/f; echo x > /tmp/vol/g || echo read-only")
+		sp := c.Spec
+		c.Spec = nil
+		c.PrepareVolumes = func(_ context.Context, id string) ([][]mount.Mount, func(context.Context) error, error) {
+			ms := [][]mount.Mount{{{Type: "bind", Source: src, Options: []string{"rbind", "ro"}}}}
+			return ms, func(context.Context) error { undone = append(undone, id); return nil }, nil
+		}
+		c.SpecFunc = func(_ context.Context, _, _ string, volumes []string) (*specs.Spec, []byte, error) {
+			if specErr != nil {
+				return nil, nil, specErr
+			}
+			require.Len(t, volumes, 1)
+			sp.Mounts = append(sp.Mounts, specs.Mount{Destination: "/tmp/vol", Type: "bind", Source: volumes[0],
+				Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+			return sp, nil, nil
+		}
+		return c
+	}
+
+	rec, err := m.Create(ctx, cfg("vol", nil))
+	require.NoError(t, err)
+	dir := filepath.Join(rec.Bundle, "volumes", "0")
+	require.Equal(t, "from the volume\n", readFileString(t, filepath.Join(dir, "f")), "volume 0 is mounted in the bundle")
+	require.NoError(t, m.Start(ctx, rec.ID))
+	r := waitExit(t, m, rec.ID)
+	assert.EqualValues(t, 0, r.ExitCode)
+	assert.Equal(t, []string{"from the volume", "read-only"}, fullLines(readLog(t, rec.LogPath), "stdout"))
+	require.NoError(t, m.Remove(ctx, rec.ID))
+	assert.Empty(t, undone, "the undo is for failed creations only")
+	mounted, err := mountedUnder(e.stateDir)
+	require.NoError(t, err)
+	assert.False(t, mounted, "mounts left under the state dir")
+	require.NoFileExists(t, filepath.Join(src, "g"))
+	require.FileExists(t, filepath.Join(src, "f"), "removing the bundle never deletes through a volume")
+
+	_, err = m.Create(ctx, cfg("fails", errors.New("injected")))
+	require.ErrorContains(t, err, "injected")
+	assert.Len(t, undone, 1, "the undo ran")
+	mounted, err = mountedUnder(e.stateDir)
+	require.NoError(t, err)
+	assert.False(t, mounted, "a failed creation leaves no mount")
+	require.FileExists(t, filepath.Join(src, "f"))
+	ents, err := os.ReadDir(e.stateDir)
+	require.NoError(t, err)
+	for _, d := range ents {
+		assert.Contains(t, []string{"exits", "sockets"}, d.Name(), "left in state dir")
+	}
+}
+
+func readFileString(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return string(b)
 }
 
 func TestLeaks(t *testing.T) {

@@ -11,6 +11,7 @@
 //	  <id>/                  bundle (0700)
 //	    config.json          the finished spec (OOM score clamped, root = rootfs)
 //	    rootfs/              CreateConfig.RootfsMounts are mounted here
+//	    volumes/<i>/         CreateConfig.PrepareVolumes' filesystems (image volumes)
 //	    checkpoint.json      {"version":"v1","record":{…}} (atomic writes)
 //	    pidfile conmon.pid   written by runc and conmon
 //	    ctl winsz attach oom written by conmon (ctl: "2 0 0\n" reopens logs)

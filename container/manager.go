@@ -310,10 +310,20 @@ type CreateConfig struct {
 	// RootfsMounts) and how to undo them (the snapshot named after the
 	// container). The undo runs when the creation fails.
 	PrepareRootfs func(ctx context.Context, id string) ([]mount.Mount, func(context.Context) error, error)
+	// PrepareVolumes, when set, is called with the new container's ID once
+	// its rootfs is mounted and returns the filesystems of the volumes crid
+	// itself provides (read-only views of images), one list of mounts
+	// each, and how to undo them. Volume i is mounted at
+	// <bundle>/volumes/<i>; SpecFunc gets those directories, in order, to
+	// bind into the container. The undo runs when the creation fails;
+	// Remove unmounts the directories before the bundle goes, and the
+	// caller releases what they were mounted from.
+	PrepareVolumes func(ctx context.Context, id string) ([][]mount.Mount, func(context.Context) error, error)
 	// SpecFunc, when set and Spec is nil, builds the spec once the rootfs
-	// is mounted at rootfs (to read its /etc/passwd and /etc/group). The
-	// extra bytes it returns, when not nil, replace Extra.
-	SpecFunc    func(ctx context.Context, id, rootfs string) (spec *specs.Spec, extra []byte, err error)
+	// is mounted at rootfs (to read its /etc/passwd and /etc/group) and
+	// the volumes at volumes. The extra bytes it returns, when not nil,
+	// replace Extra.
+	SpecFunc    func(ctx context.Context, id, rootfs string, volumes []string) (spec *specs.Spec, extra []byte, err error)
 	LogPath     string
 	Stdin       bool
 	StdinOnce   bool
@@ -446,9 +456,22 @@ func (m *Manager) create(ctx context.Context, id, key string, rt Runtime, handle
 		}
 		cu.Add("unmount rootfs "+rootfs, func(context.Context) error { return mount.Unmount(rootfs) })
 	}
+	var volumes []string
+	if cfg.PrepareVolumes != nil {
+		vms, undo, err := cfg.PrepareVolumes(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("prepare volumes of container %s: %w", id, err)
+		}
+		if undo != nil {
+			cu.Add("release volumes of "+id, undo)
+		}
+		if volumes, err = mountVolumes(cu, bundle, vms); err != nil {
+			return nil, fmt.Errorf("mount volumes of container %s: %w", id, err)
+		}
+	}
 	in := cfg.Spec
 	if in == nil {
-		generated, extra, err := cfg.SpecFunc(ctx, id, rootfs)
+		generated, extra, err := cfg.SpecFunc(ctx, id, rootfs, volumes)
 		if err != nil {
 			return nil, fmt.Errorf("generate spec of container %s: %w", id, err)
 		}
@@ -513,6 +536,31 @@ func (m *Manager) create(ctx context.Context, id, key string, rt Runtime, handle
 	c.rec.Store(rec)
 	cu.Release()
 	return c, nil
+}
+
+// mountVolumes mounts vms[i] at <bundle>/volumes/<i>, registering each
+// unmount with cu, and returns the directories.
+func mountVolumes(cu *cleanup.Cleanup, bundle string, vms [][]mount.Mount) ([]string, error) {
+	if len(vms) == 0 {
+		return nil, nil
+	}
+	base := filepath.Join(bundle, volumesDir)
+	if err := os.Mkdir(base, 0o700); err != nil {
+		return nil, err
+	}
+	dirs := make([]string, 0, len(vms))
+	for i, ms := range vms {
+		dir := filepath.Join(base, strconv.Itoa(i))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := mount.All(ms, dir); err != nil {
+			return nil, err
+		}
+		cu.Add("unmount volume "+dir, func(context.Context) error { return mount.Unmount(dir) })
+		dirs = append(dirs, dir)
+	}
+	return dirs, nil
 }
 
 // bundleOCIVersion is the ociVersion written to config.json. crun before
@@ -730,8 +778,8 @@ func (m *Manager) waitExitFile(ctx context.Context, id string, d time.Duration) 
 }
 
 // Remove stops the container if needed and deletes everything it owns:
-// runtime state, rootfs mount, bundle, record and name. An unknown ID is
-// ErrNotFound (the server answers OK).
+// runtime state, rootfs and volume mounts, bundle, record and name. An
+// unknown ID is ErrNotFound (the server answers OK).
 func (m *Manager) Remove(ctx context.Context, id string) error {
 	c, err := m.get(id)
 	if err != nil {

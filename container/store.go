@@ -20,6 +20,7 @@ const checkpointVersion = "v1"
 const (
 	checkpointFile = "checkpoint.json"
 	removingPrefix = ".removing-"
+	volumesDir     = "volumes"
 )
 
 type checkpoint struct {
@@ -59,14 +60,14 @@ func readCheckpoint(bundle string) (*Record, error) {
 	return cp.Record, nil
 }
 
-// removeBundle unmounts the rootfs and deletes the bundle: renamed first so
-// that a crash leaves a .removing- dir that recovery finishes, never a
-// half-deleted bundle with a checkpoint.
+// removeBundle unmounts the rootfs and the volumes and deletes the bundle:
+// renamed first so that a crash leaves a .removing- dir that recovery
+// finishes, never a half-deleted bundle with a checkpoint.
 func removeBundle(bundle string) error {
 	if _, err := os.Lstat(bundle); os.IsNotExist(err) {
 		return nil
 	}
-	if err := unmountRootfs(bundle); err != nil {
+	if err := unmountBundle(bundle); err != nil {
 		return err
 	}
 	dir, base := filepath.Split(bundle)
@@ -83,20 +84,29 @@ func removeBundle(bundle string) error {
 	return nil
 }
 
-// unmountRootfs unmounts <bundle>/rootfs and makes sure nothing is mounted
-// there any more, so that deleting the bundle can never reach into an
-// image's or the host's files.
-func unmountRootfs(bundle string) error {
-	rootfs := filepath.Join(bundle, "rootfs")
-	if err := mount.Unmount(rootfs); err != nil {
-		return err
+// unmountBundle unmounts <bundle>/rootfs and every <bundle>/volumes/<i>
+// and makes sure nothing is mounted in the bundle any more, so that
+// deleting it can never reach into an image's or the host's files.
+func unmountBundle(bundle string) error {
+	targets := []string{filepath.Join(bundle, "rootfs")}
+	vols, err := os.ReadDir(filepath.Join(bundle, volumesDir))
+	if err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("list volumes of bundle %s: %w", bundle, err)
 	}
-	mounted, err := mountedUnder(rootfs)
+	for _, v := range vols {
+		targets = append(targets, filepath.Join(bundle, volumesDir, v.Name()))
+	}
+	for _, t := range targets {
+		if err := mount.Unmount(t); err != nil {
+			return err
+		}
+	}
+	mounted, err := mountedUnder(bundle)
 	if err != nil {
 		return err
 	}
 	if mounted {
-		return fmt.Errorf("rootfs %s is still mounted: %w", rootfs, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("something is still mounted in bundle %s: %w", bundle, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }

@@ -17,9 +17,10 @@ import (
 )
 
 // CreateContainer creates a container in a ready pod sandbox from a pulled
-// image: a writable snapshot on the image's top layer, the OCI spec, and
-// the container under its monitor. A retry with the same name and attempt
-// returns the container created before.
+// image: a writable snapshot on the image's top layer, read-only views of
+// the images it mounts as volumes, the OCI spec, and the container under
+// its monitor. A retry with the same name and attempt returns the
+// container created before.
 func (s *RuntimeService) CreateContainer(ctx context.Context, r *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
 	cfg := r.GetConfig()
 	switch {
@@ -34,11 +35,15 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, r *runtime.CreateC
 	if err != nil {
 		return nil, fmt.Errorf("image %q of container %s: %w", cfg.GetImage().GetImage(), cfg.GetMetadata().GetName(), err)
 	}
+	vols, err := s.resolveImageVolumes(ctx, cfg.GetMounts())
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
 	var rec container.Record
 	err = s.sandboxes.WithReady(ctx, r.GetPodSandboxId(), func(ctx context.Context, sb *sandbox.Sandbox) error {
 		ctx = log.With(ctx, "podsandboxid", sb.ID, "container", cfg.GetMetadata().GetName())
 		var err error
-		rec, err = s.containers.Create(ctx, s.containerCreateConfig(sb, cfg, img))
+		rec, err = s.containers.Create(ctx, s.containerCreateConfig(containerRequest{sb: sb, cfg: cfg, img: img, volumes: vols}))
 		return err
 	})
 	if err != nil {
@@ -48,19 +53,27 @@ func (s *RuntimeService) CreateContainer(ctx context.Context, r *runtime.CreateC
 	return &runtime.CreateContainerResponse{ContainerId: rec.ID}, nil
 }
 
+// containerRequest is what CreateContainer resolved of a request: the
+// sandbox, the config, its image and its image volumes.
+type containerRequest struct {
+	sb      *sandbox.Sandbox
+	cfg     *runtime.ContainerConfig
+	img     imagestore.Image
+	volumes []imageVolume
+}
+
 // containerCreateConfig is the container manager's view of the request:
 // the rootfs comes from a snapshot named after the container on the image's
-// top layer, and the spec is generated once that rootfs is mounted.
-func (s *RuntimeService) containerCreateConfig(sb *sandbox.Sandbox, cfg *runtime.ContainerConfig, img imagestore.Image) container.CreateConfig {
-	parent := ""
-	if n := len(img.Layers); n > 0 {
-		parent = img.Layers[n-1].CacheID
-	}
+// top layer, the image volumes from views of their images, and the spec is
+// generated once those are mounted.
+func (s *RuntimeService) containerCreateConfig(req containerRequest) container.CreateConfig {
+	sb, cfg, img := req.sb, req.cfg, req.img
+	parent := topLayer(img)
 	logPath := ""
 	if sb.Config.LogDirectory != "" && cfg.GetLogPath() != "" {
 		logPath = filepath.Join(sb.Config.LogDirectory, cfg.GetLogPath())
 	}
-	return container.CreateConfig{
+	cc := container.CreateConfig{
 		SandboxID: sb.ID,
 		Name:      cfg.GetMetadata().GetName(),
 		Attempt:   cfg.GetMetadata().GetAttempt(),
@@ -71,8 +84,8 @@ func (s *RuntimeService) containerCreateConfig(sb *sandbox.Sandbox, cfg *runtime
 			}
 			return ms, func(ctx context.Context) error { return s.rootfs.Remove(ctx, id) }, nil
 		},
-		SpecFunc: func(ctx context.Context, id, rootfs string) (*specs.Spec, []byte, error) {
-			return s.generateSpec(ctx, id, rootfs, sb, cfg, img)
+		SpecFunc: func(ctx context.Context, id, rootfs string, volumes []string) (*specs.Spec, []byte, error) {
+			return s.generateSpec(ctx, id, rootfs, volumes, req)
 		},
 		LogPath:     logPath,
 		Stdin:       cfg.GetStdin(),
@@ -83,12 +96,19 @@ func (s *RuntimeService) containerCreateConfig(sb *sandbox.Sandbox, cfg *runtime
 		Annotations: cfg.GetAnnotations(),
 		Image:       container.Image{Ref: cfg.GetImage().GetImage(), ID: img.ID.String()},
 	}
+	if len(req.volumes) > 0 {
+		cc.PrepareVolumes = func(ctx context.Context, id string) ([][]mount.Mount, func(context.Context) error, error) {
+			return s.prepareImageVolumes(ctx, id, req.volumes)
+		}
+	}
+	return cc
 }
 
 // generateSpec converts the request to the spec generator's input and
-// returns the spec and the server's extra record data.
-func (s *RuntimeService) generateSpec(ctx context.Context, id, rootfs string, sb *sandbox.Sandbox,
-	cfg *runtime.ContainerConfig, img imagestore.Image) (*specs.Spec, []byte, error) {
+// returns the spec and the server's extra record data. volumes are where
+// the image volumes' views are mounted, in the order of req.volumes.
+func (s *RuntimeService) generateSpec(ctx context.Context, id, rootfs string, volumes []string, req containerRequest) (*specs.Spec, []byte, error) {
+	sb, cfg, img := req.sb, req.cfg, req.img
 	cgroupsPath, err := s.cgroups.ContainerPath(sb.Config.CgroupParent, id)
 	if err != nil {
 		return nil, nil, err
@@ -97,12 +117,21 @@ func (s *RuntimeService) generateSpec(ctx context.Context, id, rootfs string, sb
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := setImageVolumeSources(in.Mounts, req.volumes, volumes); err != nil {
+		return nil, nil, err
+	}
 	in.Logger = log.G(ctx)
 	sp, err := s.specs(in)
 	if err != nil {
 		return nil, nil, err
 	}
-	extra := containerExtra{Mounts: cfg.GetMounts(), StopSignal: stopSignal(img.Config.Config.StopSignal)}
+	extra := containerExtra{
+		Mounts:     statusMounts(cfg.GetMounts(), req.volumes),
+		StopSignal: stopSignal(img.Config.Config.StopSignal),
+	}
+	for i := range req.volumes {
+		extra.ImageVolumes = append(extra.ImageVolumes, imageVolumeKey(id, i))
+	}
 	if sp.Process != nil {
 		extra.UID, extra.GID = int64(sp.Process.User.UID), int64(sp.Process.User.GID)
 		for _, g := range sp.Process.User.AdditionalGids {

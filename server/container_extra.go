@@ -9,11 +9,17 @@ import (
 
 // containerExtra is what the server keeps with a container record (its
 // Extra bytes) to answer CRI calls later: the CRI view of its mounts, the
-// image's stop signal and the user it runs as.
+// image's stop signal, the user it runs as, and the snapshots of its image
+// volumes.
 type containerExtra struct {
-	Version    string           `json:"version"`
+	Version string `json:"version"`
+	// Mounts are the request's mounts; an image volume's image carries
+	// image_ref (the image's ID).
 	Mounts     []*runtime.Mount `json:"mounts,omitempty"`
 	StopSignal int              `json:"stopSignal,omitempty"`
+	// ImageVolumes are the keys of the image volumes' snapshot views,
+	// removed with the container.
+	ImageVolumes []string `json:"imageVolumes,omitempty"`
 	// UID, GID and Groups are the generated spec's process.user (Groups is
 	// its additionalGids, the primary GID included): the identity of the
 	// container's first process and of every process exec'd in it.

@@ -30,9 +30,10 @@ func (s *RuntimeService) RemoveContainer(ctx context.Context, r *runtime.RemoveC
 }
 
 // removeContainer removes the container (stopping it at once if it runs)
-// and then its snapshot, which is named after it. When the container's image
-// was removed while it ran, the image's layers could not go then (the
-// rootfs sat on them): the orphan sweep takes them now.
+// and then its snapshots: the rootfs, named after it, and the views of its
+// image volumes. When one of its images was removed while it ran, the
+// image's layers could not go then (the container's snapshots sat on
+// them): the orphan sweep takes them now.
 func (s *RuntimeService) removeContainer(ctx context.Context, c container.Record) error {
 	if err := s.containers.Remove(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", c.ID, err)
@@ -40,8 +41,29 @@ func (s *RuntimeService) removeContainer(ctx context.Context, c container.Record
 	if err := s.rootfs.Remove(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove rootfs of container %s: %w", c.ID, err)
 	}
-	if _, err := s.images.Get(ctx, c.Image.ID); errdefs.IsNotFound(err) && s.sweep != nil {
+	extra := decodeContainerExtra(c.Extra)
+	if err := s.removeViews(ctx, extra.ImageVolumes); err != nil {
+		return fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	if s.sweep != nil && s.anyImageGone(ctx, c, extra) {
 		s.sweep(ctx)
 	}
 	return nil
+}
+
+// anyImageGone reports whether the image of container c or of one of its
+// image volumes is no longer in the store.
+func (s *RuntimeService) anyImageGone(ctx context.Context, c container.Record, extra containerExtra) bool {
+	ids := []string{c.Image.ID}
+	for _, m := range extra.Mounts {
+		if ref := m.GetImage().GetImageRef(); ref != "" {
+			ids = append(ids, ref)
+		}
+	}
+	for _, id := range ids {
+		if _, err := s.images.Get(ctx, id); errdefs.IsNotFound(err) {
+			return true
+		}
+	}
+	return false
 }

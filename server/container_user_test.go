@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -42,9 +43,22 @@ func (f *checkpointContainers) Create(ctx context.Context, cfg container.CreateC
 	defer f.mu.Unlock()
 	f.seq++
 	id := fmt.Sprintf("%064x", f.seq)
-	sp, extra, err := cfg.SpecFunc(ctx, id, f.rootfs)
+	// Volumes are not mounted: a bind mount's source stands for its target.
+	var volumes []string
+	undo := func(context.Context) error { return nil }
+	if cfg.PrepareVolumes != nil {
+		vms, u, err := cfg.PrepareVolumes(ctx, id)
+		if err != nil {
+			return container.Record{}, err
+		}
+		undo = u
+		for _, ms := range vms {
+			volumes = append(volumes, ms[0].Source)
+		}
+	}
+	sp, extra, err := cfg.SpecFunc(ctx, id, f.rootfs, volumes)
 	if err != nil {
-		return container.Record{}, err
+		return container.Record{}, errors.Join(err, undo(ctx))
 	}
 	rec := container.Record{ID: id, SandboxID: cfg.SandboxID, Name: cfg.Name, Attempt: cfg.Attempt,
 		Image: cfg.Image, State: container.StateCreated, CreatedAt: time.Now(), Extra: extra}
@@ -54,6 +68,17 @@ func (f *checkpointContainers) Create(ctx context.Context, cfg container.CreateC
 	}
 	f.recs[id], f.specs[id] = b, sp
 	return rec, nil
+}
+
+func (f *checkpointContainers) Remove(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.recs[id]; !ok {
+		return notFound(id)
+	}
+	delete(f.recs, id)
+	delete(f.specs, id)
+	return nil
 }
 
 func (f *checkpointContainers) Get(id string) (container.Record, error) {

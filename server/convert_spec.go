@@ -56,6 +56,9 @@ func (s *RuntimeService) specInput(id, rootfs, cgroupsPath string, sb *sandbox.S
 			ContainerPath: m.GetContainerPath(), HostPath: m.GetHostPath(), Readonly: m.GetReadonly(),
 			SelinuxRelabel: m.GetSelinuxRelabel(), Propagation: spec.Propagation(m.GetPropagation()),
 			RecursiveReadOnly: m.GetRecursiveReadOnly(),
+			// The host path of an image volume is set once its view is
+			// mounted (setImageVolumeSources).
+			ImageVolume: m.GetImage() != nil,
 		})
 	}
 	for _, d := range cfg.GetDevices() {

@@ -58,9 +58,11 @@ type Containers interface {
 }
 
 // Rootfs prepares and releases containers' writable root filesystems on top
-// of an image's top layer (the snapshotter).
+// of an image's top layer, and read-only views of images for image volumes
+// (the snapshotter).
 type Rootfs interface {
 	Prepare(ctx context.Context, key, parent string) ([]snapshotter.Mount, error)
+	View(ctx context.Context, key, parent string) ([]snapshotter.Mount, error)
 	Remove(ctx context.Context, key string) error
 	// Usage is the disk use of a container's writable layer; Root is the
 	// filesystem it lives on, and Capacity that filesystem's size.

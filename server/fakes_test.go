@@ -154,6 +154,9 @@ type fakeRootfs struct{}
 func (fakeRootfs) Prepare(context.Context, string, string) ([]snapshotter.Mount, error) {
 	return nil, nil
 }
+func (fakeRootfs) View(context.Context, string, string) ([]snapshotter.Mount, error) {
+	return nil, nil
+}
 func (fakeRootfs) Remove(context.Context, string) error { return nil }
 func (fakeRootfs) Usage(context.Context, string) (snapshotter.Usage, error) {
 	return snapshotter.Usage{}, nil

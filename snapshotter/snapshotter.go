@@ -14,7 +14,7 @@ import (
 //	View    ──► View (read-only, never committed)
 //
 // Committed snapshots are immutable and may be parents. Active and View
-// snapshots are leaves (a container's rootfs).
+// snapshots are leaves (a container's rootfs, an image volume).
 type Kind int
 
 const (
@@ -40,7 +40,8 @@ func (k Kind) String() string {
 type Mount = mount.Mount
 
 // Info describes one snapshot. Key is the snapshot's name (an image layer's
-// cache-id, or a container ID); Parent is the key of a committed snapshot or "".
+// cache-id, a container ID, or a name the server derives from one); Parent
+// is the key of a committed snapshot or "".
 type Info struct {
 	Key     string
 	Parent  string

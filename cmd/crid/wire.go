@@ -105,16 +105,18 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer containers.Close()
 
-	// At start every snapshot must belong to a layer or a container. While
-	// serving, only layer snapshots are swept: a container's rootfs exists
-	// for a moment before its record does.
+	// At start every snapshot must belong to a layer or a container (its
+	// rootfs, or a view for one of its image volumes). While serving, only
+	// layer snapshots are swept: a container's snapshots exist for a moment
+	// before its record does.
 	startInUse := images.CacheIDs()
 	if n, err := server.SweepSnapshots(ctx, sn, func(info snapshotter.Info) bool {
 		if startInUse[info.Key] {
 			return true
 		}
-		_, err := containers.Get(info.Key)
-		return err == nil
+		owner := server.SnapshotOwner(info.Key)
+		rec, err := containers.Get(owner)
+		return err == nil && rec.ID == owner
 	}); err != nil {
 		logger.Warn("sweep orphan snapshots", "error", err)
 	} else if n > 0 {

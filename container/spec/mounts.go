@@ -85,6 +85,12 @@ func setMounts(s *specs.Spec, in Input) error {
 			}
 			opts = append(opts, "rro")
 		}
+		if m.ImageVolume {
+			if !m.Readonly {
+				return fmt.Errorf("mount %s: an image volume must be read-only: %w", dst, errdefs.ErrInvalidArgument)
+			}
+			opts = append(opts, "nosuid", "nodev")
+		}
 		userDest[dst] = true
 		extra = append(extra, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
 	}

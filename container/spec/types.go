@@ -84,6 +84,11 @@ type Mount struct {
 	// RecursiveReadOnly asks for a recursively read-only mount ("rro");
 	// it requires Readonly and PropagationPrivate, as CRI specifies.
 	RecursiveReadOnly bool
+	// ImageVolume says HostPath holds an image's files (CRI image volume,
+	// KEP-4639): untrusted content, so the mount must be Readonly and is
+	// also nosuid and nodev. It is not noexec: running the image's
+	// binaries is what such volumes are for.
+	ImageVolume bool
 }
 
 // Device is a host device to expose to the container.

@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		{"Errors", testErrors},
 		{"InvalidKeys", testInvalidKeys},
 		{"PrepareCommitView", testPrepareCommitView},
+		{"ImageViews", testImageViews},
 		{"NoParent", testNoParent},
 		{"LayersWhiteoutsOpaque", testLayersWhiteoutsOpaque},
 		{"ActiveIsolated", testActiveIsolated},
@@ -284,6 +285,57 @@ func testPrepareCommitView(t *testing.T, open Opener) {
 	m := e.mount(ms)
 	require.Equal(t, "box", readFile(t, filepath.Join(m, "etc/hostname")))
 	require.ErrorIs(t, os.WriteFile(filepath.Join(m, "new"), nil, 0o644), unix.EROFS)
+}
+
+// testImageViews: views of an image's top layer, as image volumes use
+// them, for an image of one layer and of three. Each shows the merged
+// image, read-only but executable, changes nothing in the layers, and
+// goes with Remove, leaving the layers removable.
+func testImageViews(t *testing.T, open Opener) {
+	e := newEnv(t, open)
+	l1, l2, l3 := threeLayers()
+	e.unpack("l1", "", l1...)
+	e.unpack("l2", "l1", l2...)
+	e.unpack("l3", "l2", l3...)
+	e.unpack("single", "", tartest.Dir("bin/", 0o755), tartest.File("bin/tool", "#!/bin/sh\n", 0o755))
+
+	for _, tc := range []struct {
+		key, parent string
+		check       func(t *testing.T, mnt string)
+	}{
+		{"v-single", "single", func(t *testing.T, mnt string) {
+			require.Equal(t, []string{"bin"}, names(t, mnt))
+		}},
+		{"v-three", "l3", func(t *testing.T, mnt string) { checkThreeLayers(t, mnt) }},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			ms, err := e.s.View(e.ctx, tc.key, tc.parent)
+			require.NoError(t, err)
+			info, err := e.s.Stat(e.ctx, tc.key)
+			require.NoError(t, err)
+			require.Equal(t, snapshotter.KindView, info.Kind)
+			require.Equal(t, tc.parent, info.Parent)
+			mnt := t.TempDir()
+			require.NoError(t, mount.All(ms, mnt))
+			t.Cleanup(func() { _ = mount.Unmount(mnt) }) // when a check fails
+			tc.check(t, mnt)
+			require.ErrorIs(t, os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644), unix.EROFS)
+			require.ErrorIs(t, os.Mkdir(filepath.Join(mnt, "bin", "d"), 0o755), unix.EROFS)
+			require.ErrorIs(t, os.Remove(filepath.Join(mnt, "bin", "sh")), unix.EROFS)
+			var st unix.Statfs_t
+			require.NoError(t, unix.Statfs(mnt, &st))
+			require.Zero(t, st.Flags&unix.ST_NOEXEC, "a view is not noexec")
+			require.NotZero(t, st.Flags&unix.ST_RDONLY)
+			require.NoError(t, unix.Access(filepath.Join(mnt, "bin", names(t, filepath.Join(mnt, "bin"))[0]), unix.X_OK))
+			require.NoError(t, mount.Unmount(mnt))
+			require.ErrorIs(t, e.s.Remove(e.ctx, tc.parent), errdefs.ErrFailedPrecondition, "the view holds its parent")
+			require.NoError(t, e.s.Remove(e.ctx, tc.key))
+		})
+	}
+	checkThreeLayers(t, e.view("after", "l3"))
+	for _, key := range []string{"after", "single", "l3", "l2", "l1"} {
+		require.NoError(t, e.s.Remove(e.ctx, key), "remove %s", key)
+	}
 }
 
 func testNoParent(t *testing.T, open Opener) {
