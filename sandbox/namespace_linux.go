@@ -163,3 +163,33 @@ func applySysctls(sysctls []sysctl) error {
 	}
 	return nil
 }
+
+// inNetNS runs fn on a fresh goroutine whose OS thread joined the network
+// namespace pinned at nsPath, and returns what fn returns. The thread is
+// never unlocked, so the Go runtime discards it with the goroutine and no
+// other goroutine ever runs in that namespace. Errors opening nsPath keep
+// their fs error (errors.Is(err, fs.ErrNotExist)).
+func inNetNS[T any](nsPath string, fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ns, err := os.Open(nsPath)
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("open netns %s: %w", nsPath, err)
+	}
+	ch := make(chan result, 1)
+	go func() {
+		defer ns.Close()
+		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("enter netns %s: %w", nsPath, err)}
+			return
+		}
+		v, err := fn()
+		ch <- result{v, err}
+	}()
+	r := <-ch
+	return r.v, r.err
+}

@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 )
 
 // InterfaceStats are one network interface's cumulative counters, as
@@ -64,38 +62,17 @@ func (m *Manager) NetworkStats(ctx context.Context, id string) ([]InterfaceStats
 // would show the namespace of the process's main thread. The thread is
 // never unlocked, so the Go runtime discards it with the goroutine.
 func NetDevStats(ctx context.Context, nsPath string) ([]InterfaceStats, error) {
-	ns, err := os.Open(nsPath)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := inNetNS(nsPath, func() ([]byte, error) { return os.ReadFile("/proc/thread-self/net/dev") })
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("netns %s: %w", nsPath, errdefs.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", nsPath, err)
+		return nil, err
 	}
-	type result struct {
-		b   []byte
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		defer ns.Close()
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("enter netns %s: %w", nsPath, err)}
-			return
-		}
-		b, err := os.ReadFile("/proc/thread-self/net/dev")
-		ch <- result{b: b, err: err}
-	}()
-	var r result
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
-		return nil, ctx.Err() // the goroutine finishes into the buffered channel
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	stats, err := parseNetDev(r.b)
+	stats, err := parseNetDev(b)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", nsPath, err)
 	}

@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 )
 
 // DialInNetNS opens a TCP connection to 127.0.0.1:port inside the network
@@ -38,30 +35,14 @@ func DialInNetNS(ctx context.Context, nsPath string, port int32) (net.Conn, erro
 		}
 		return c, nil
 	}
-	ns, err := os.Open(nsPath)
-	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", nsPath, err)
-	}
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		defer ns.Close()
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("enter netns %s: %w", nsPath, err)}
-			return
-		}
+	// DialContext honours ctx, so this is bounded.
+	return inNetNS(nsPath, func() (net.Conn, error) {
 		c, err := d.DialContext(ctx, "tcp4", addr)
 		if err != nil {
-			err = fmt.Errorf("dial %s in netns %s: %w", addr, nsPath, err)
+			return nil, fmt.Errorf("dial %s in netns %s: %w", addr, nsPath, err)
 		}
-		ch <- result{c: c, err: err}
-	}()
-	r := <-ch // DialContext honours ctx, so this is bounded
-	return r.c, r.err
+		return c, nil
+	})
 }
 
 // PortForward connects stream to port on the loopback of the Ready sandbox
