@@ -5,6 +5,8 @@
 #   make bench  benchmarks with the figures the issues name (root)
 #   make test-v2vm  cgroup v2 + systemd driver tests in a QEMU guest (root; not in `make test`)
 #   make kubelet  build kubelet v1.37.2 from the module proxy into ~/.cache/crid (the e2e kubelet test's)
+#   make kube     build etcd v3.7.3, kube-apiserver, -controller-manager, -scheduler and kubectl v1.37.2
+#                 into ~/.cache/crid (the e2e one-node cluster's)
 
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
@@ -14,7 +16,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 GOTEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build deps install start up test unit e2e critest bench lint clean test-v2vm kubelet
+.PHONY: all build deps install start up test unit e2e critest bench lint clean test-v2vm kubelet kube
 
 all: build
 
@@ -43,7 +45,7 @@ start:
 up: deps install start
 
 # The second: every test, as root. .ci/run calls exactly this.
-test: deps lint kubelet
+test: deps lint kubelet kube
 	$(GO) test $(GOTEST_FLAGS) ./...
 	$(GO) test $(GOTEST_FLAGS) -tags e2e ./e2e/...
 	$(MAKE) --no-print-directory critest
@@ -52,6 +54,12 @@ test: deps lint kubelet
 # a no-op when the cached binary answers --version.
 kubelet:
 	bash hack/build-kubelet.sh
+
+# The control plane and kubectl for e2e/cluster_test.go, cached in
+# ~/.cache/crid/kube-<version> and ~/.cache/crid/etcd-<version>; a no-op
+# when every cached binary answers with its version.
+kube:
+	bash hack/build-kube.sh
 
 # Specs that fail must be listed in e2e/critest-expected-failures.txt.
 critest:

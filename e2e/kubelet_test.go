@@ -82,8 +82,10 @@ type kubeletNode struct {
 	logFile   string
 	bridge    string // holds the node IP
 	nodeIP    string
-	port      int // kubelet's API, on loopback
+	port      int // kubelet's API: on loopback, or on nodeIP with an API server
 	healthz   int
+	// kubeconfig is the API server's kubeconfig, "" for standalone mode.
+	kubeconfig string
 
 	cmd  *exec.Cmd
 	done chan error
@@ -100,7 +102,10 @@ func freeLoopbackPort(t *testing.T) int {
 
 // startKubelet starts kubelet against e's crid with its cgroups under
 // e.cgParent, and stops it, with everything it left, when the test ends.
-func startKubelet(t *testing.T, e *rtEnv, bin string) *kubeletNode {
+// With a kubeconfig it registers with that API server as a node, and
+// serves its API on the node IP, where the API server reaches it;
+// kubeconfig "" is standalone mode.
+func startKubelet(t *testing.T, e *rtEnv, bin, kubeconfig string) *kubeletNode {
 	t.Helper()
 	id := randomHex(t, 3)
 	var octet int
@@ -122,6 +127,8 @@ func startKubelet(t *testing.T, e *rtEnv, bin string) *kubeletNode {
 		nodeIP:  fmt.Sprintf("10.216.%d.1", octet),
 		port:    freeLoopbackPort(t),
 		healthz: freeLoopbackPort(t),
+
+		kubeconfig: kubeconfig,
 	}
 	for _, d := range []string{k.manifests, k.podLogs, filepath.Join(dir, "sysctl")} {
 		require.NoError(t, os.MkdirAll(d, 0o755))
@@ -165,6 +172,9 @@ func startKubelet(t *testing.T, e *rtEnv, bin string) *kubeletNode {
 		"--node-ip=" + k.nodeIP,
 		"--v=2",
 	}
+	if kubeconfig != "" {
+		args = append(args, "--kubeconfig="+kubeconfig)
+	}
 	logf, err := os.Create(k.logFile)
 	require.NoError(t, err)
 	defer logf.Close()
@@ -182,17 +192,22 @@ func startKubelet(t *testing.T, e *rtEnv, bin string) *kubeletNode {
 	return k
 }
 
-// config is kubelet's KubeletConfiguration: standalone, every port on
-// loopback, settings this cgroup v1 machine needs, and no eviction or image
-// GC that the test machine's disk could trigger.
+// config is kubelet's KubeletConfiguration: every port on loopback (the
+// API's on the node IP when an API server must reach it), settings this
+// cgroup v1 machine needs, and no eviction or image GC that the test
+// machine's disk could trigger.
 func (k *kubeletNode) config(e *rtEnv) string {
+	address := "127.0.0.1"
+	if k.kubeconfig != "" {
+		address = k.nodeIP
+	}
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 staticPodPath: %q
 fileCheckFrequency: 1s
 syncFrequency: 5s
 containerRuntimeEndpoint: %q
-address: 127.0.0.1
+address: %s
 port: %d
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -216,7 +231,7 @@ resolvConf: /etc/resolv.conf
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {}
-`, k.manifests, "unix://"+e.d.sock, k.port, k.healthz, e.cgParent, k.podLogs)
+`, k.manifests, "unix://"+e.d.sock, address, k.port, k.healthz, e.cgParent, k.podLogs)
 }
 
 // wrapper is the shell script unshare runs in kubelet's new mount
@@ -400,7 +415,7 @@ func cridFailedRequests(logs string) []string {
 func TestKubeletStandaloneStaticPod(t *testing.T) {
 	bin := kubeletBinary(t)
 	e := newRuntimeEnv(t)
-	k := startKubelet(t, e, bin)
+	k := startKubelet(t, e, bin, "")
 
 	const name = "logger"
 	pod := k.podName(name)
