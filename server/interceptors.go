@@ -80,15 +80,27 @@ func logOutcome(ctx context.Context, method string, start time.Time, err error) 
 	l := log.G(ctx)
 	elapsed := time.Since(start)
 	if err != nil {
-		lvl := slog.LevelError
-		if errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsCanceled(err) ||
-			status.Code(err) == codes.Unimplemented {
-			lvl = slog.LevelInfo // the client's problem, not the daemon's
-		}
+		lvl := outcomeLevel(err)
 		l.Log(ctx, lvl, "request failed", "duration", elapsed, "error", err)
 		return
 	}
 	l.Log(ctx, rpcLevel(method), "request done", "duration", elapsed)
+}
+
+// outcomeLevel is how loud a failed request is logged: ERROR only when it
+// may be crid's fault. A request that does not fit the state of its
+// object (kubelet's exec probe racing the container's exit, a name still
+// reserved) is the client's race, worth a WARN; a request that is wrong or
+// names nothing is the client's problem alone.
+func outcomeLevel(err error) slog.Level {
+	switch {
+	case errdefs.IsNotFound(err), errdefs.IsInvalidArgument(err), errdefs.IsCanceled(err),
+		status.Code(err) == codes.Unimplemented:
+		return slog.LevelInfo
+	case errdefs.IsFailedPrecondition(err), errdefs.IsAlreadyExists(err), errdefs.IsConflict(err):
+		return slog.LevelWarn
+	}
+	return slog.LevelError
 }
 
 // ctxStream carries the request logger into a streaming handler.
