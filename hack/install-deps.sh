@@ -5,8 +5,7 @@ set -euo pipefail
 
 export PATH=$PATH:/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES=(
-  runc                         # Debian's OCI runtime (1.1.5); a newer runc is built below
-  gcc libc6-dev pkg-config libseccomp-dev  # to build that runc (cgo, seccomp)
+  runc                         # default OCI runtime
   conmon                       # the per-container monitor
   musl-tools                   # builds the 13 KiB static crid-pause
   containernetworking-plugins  # bridge, host-local, portmap, loopback
@@ -17,10 +16,6 @@ APT_PACKAGES=(
   ca-certificates
 )
 CRICTL_VERSION=v1.37.0
-# Debian 12's runc 1.1.5 lacks recursive read-only mounts (rro, runc >= 1.2)
-# and idmapped mounts; crid looks runc up in $PATH, where /usr/local/sbin
-# comes before /usr/sbin, so this build is the one it uses.
-RUNC_VERSION=v1.5.2
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -54,15 +49,4 @@ if ! [[ -x /usr/local/bin/crictl ]] || ! go version -m /usr/local/bin/crictl 2>/
   grep -qE "^[[:space:]]+mod[[:space:]]+sigs.k8s.io/cri-tools[[:space:]]+${CRICTL_VERSION}[[:space:]]"; then
   echo "install-deps: go install crictl ${CRICTL_VERSION}"
   GOBIN=/usr/local/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
-fi
-
-if ! [[ -x /usr/local/sbin/runc ]] || ! /usr/local/sbin/runc --version 2>/dev/null | grep -q "^runc version ${RUNC_VERSION#v}$"; then
-  cache=${XDG_CACHE_HOME:-$HOME/.cache}/crid/runc-${RUNC_VERSION#v}
-  if ! "$cache/runc" --version 2>/dev/null | grep -q "^runc version ${RUNC_VERSION#v}$"; then
-    echo "install-deps: build runc ${RUNC_VERSION} (cgo, seccomp)"
-    mkdir -p "$cache"
-    (cd /tmp && GOFLAGS=-mod=mod CGO_ENABLED=1 GOBIN="$cache" go install -trimpath -tags seccomp \
-      "github.com/opencontainers/runc@${RUNC_VERSION}")
-  fi
-  install -m 0755 "$cache/runc" /usr/local/sbin/runc
 fi

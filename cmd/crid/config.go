@@ -68,7 +68,7 @@ type RuntimeConfig struct {
 
 // HandlerConfig is one OCI runtime.
 type HandlerConfig struct {
-	Path string `toml:"path" comment:"runc- or crun-compatible binary: an absolute path, or a name looked up in $PATH at start (so a newer runtime in /usr/local/sbin wins over the distribution's)."`
+	Path string `toml:"path" comment:"runc- or crun-compatible binary: an absolute path, or a name looked up in $PATH at start (so a newer runtime installed in /usr/local/sbin wins over the distribution's)."`
 	Root string `toml:"root,omitempty" comment:"The runtime's --root; default <state>/runtime/<handler>."`
 }
 
