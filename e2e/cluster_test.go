@@ -21,7 +21,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -53,70 +52,6 @@ func kubeBinaries(t *testing.T) (kubeDir, etcdDir string) {
 	require.Len(t, dirs, 2, "hack/build-kube.sh printed %q", stdout.String())
 	t.Logf("kube %s: %s, etcd %s: %s (%s)", kubeletVersion, dirs[0], etcdVersion, dirs[1], time.Since(start).Round(time.Second))
 	return dirs[0], dirs[1]
-}
-
-// clusterProc is one control-plane process, its output in a log file.
-type clusterProc struct {
-	name    string
-	logFile string
-	cmd     *exec.Cmd
-	done    chan error
-}
-
-// startClusterProc starts bin with args, its output in dir/name.log, and
-// stops it when the test ends.
-func startClusterProc(t *testing.T, dir, name, bin string, args ...string) *clusterProc {
-	t.Helper()
-	p := &clusterProc{name: name, logFile: filepath.Join(dir, name+".log")}
-	logf, err := os.Create(p.logFile)
-	require.NoError(t, err)
-	defer logf.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	p.cmd = cmd
-	p.done = make(chan error, 1)
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() { p.stop(t) })
-	t.Logf("%s (pid %d): log %s", name, cmd.Process.Pid, p.logFile)
-	return p
-}
-
-// exited is the process's exit error when it has exited.
-func (p *clusterProc) exited() (error, bool) {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return err, true
-	default:
-		return nil, false
-	}
-}
-
-func (p *clusterProc) stop(t *testing.T) {
-	t.Helper()
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Errorf("%s did not exit within 30s of SIGTERM\n%s", p.name, p.logTail(30))
-	}
-	p.cmd = nil
-}
-
-func (p *clusterProc) logTail(n int) string {
-	b, _ := os.ReadFile(p.logFile)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return p.name + " log (" + p.logFile + "), last lines:\n" + strings.Join(lines, "\n")
 }
 
 // cluster is the control plane, the node and kubectl's configuration.
@@ -322,11 +257,8 @@ func (c *cluster) waitFor(t *testing.T, what string, d time.Duration, cond func(
 			}
 		}
 		if c.k != nil {
-			select {
-			case err := <-c.k.done:
-				c.k.done <- err
+			if err, ok := c.k.proc.exited(); ok {
 				t.Fatalf("kubelet exited while waiting for %s (%s): %v\n%s", what, state, err, c.k.logTail(60))
-			default:
 			}
 		}
 		if time.Now().After(deadline) {

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -79,7 +78,7 @@ type kubeletNode struct {
 	root      string // --root-dir
 	manifests string // staticPodPath
 	podLogs   string // podLogsDir
-	logFile   string
+	logFile   string // proc's
 	bridge    string // holds the node IP
 	nodeIP    string
 	port      int // kubelet's API: on loopback, or on nodeIP with an API server
@@ -87,8 +86,7 @@ type kubeletNode struct {
 	// kubeconfig is the API server's kubeconfig, "" for standalone mode.
 	kubeconfig string
 
-	cmd  *exec.Cmd
-	done chan error
+	proc *clusterProc
 }
 
 // freeLoopbackPort is a TCP port on 127.0.0.1 that nothing listens on now.
@@ -175,19 +173,9 @@ func startKubelet(t *testing.T, e *rtEnv, bin, kubeconfig string) *kubeletNode {
 	if kubeconfig != "" {
 		args = append(args, "--kubeconfig="+kubeconfig)
 	}
-	logf, err := os.Create(k.logFile)
-	require.NoError(t, err)
-	defer logf.Close()
-	cmd := exec.Command("unshare", args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// unshare execs sh, which execs kubelet: the signal stays armed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	k.cmd = cmd
-	k.done = make(chan error, 1)
-	go func() { k.done <- cmd.Wait() }()
-	t.Cleanup(func() { k.stop(t) })
-	t.Logf("kubelet %s (pid %d): log %s", k.name, cmd.Process.Pid, k.logFile)
+	// unshare execs sh, which execs kubelet: Pdeathsig stays armed.
+	k.proc = startClusterProc(t, k.dir, "kubelet", "unshare", args...)
+	k.logFile = k.proc.logFile
 	k.waitHealthy(t, 2*time.Minute)
 	return k
 }
@@ -264,11 +252,8 @@ func (k *kubeletNode) waitHealthy(t *testing.T, d time.Duration) {
 	deadline := time.Now().Add(d)
 	var last string
 	for {
-		select {
-		case err := <-k.done:
-			k.done <- err
+		if err, ok := k.proc.exited(); ok {
 			t.Fatalf("kubelet exited: %v\n%s", err, k.logTail(60))
-		default:
 		}
 		resp, err := client.Get(url)
 		if err == nil {
@@ -289,31 +274,14 @@ func (k *kubeletNode) waitHealthy(t *testing.T, d time.Duration) {
 }
 
 // logTail is the last n lines of kubelet's log.
-func (k *kubeletNode) logTail(n int) string {
-	b, _ := os.ReadFile(k.logFile)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "kubelet log (" + k.logFile + "), last lines:\n" + strings.Join(lines, "\n")
-}
+func (k *kubeletNode) logTail(n int) string { return k.proc.logTail(n) }
 
 // stop sends SIGTERM and waits; a kubelet still running after 30 s is
 // killed.
 func (k *kubeletNode) stop(t *testing.T) {
-	t.Helper()
-	if k.cmd == nil {
-		return
+	if k.proc != nil {
+		k.proc.stop(t)
 	}
-	_ = k.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-k.done:
-	case <-time.After(30 * time.Second):
-		_ = k.cmd.Process.Kill()
-		<-k.done
-		t.Errorf("kubelet did not exit within 30s of SIGTERM\n%s", k.logTail(30))
-	}
-	k.cmd = nil
 }
 
 // cleanup removes what kubelet and the test left on the host: mounts under
@@ -388,11 +356,8 @@ func (k *kubeletNode) waitFor(t *testing.T, e *rtEnv, what string, d time.Durati
 		if ok {
 			return
 		}
-		select {
-		case err := <-k.done:
-			k.done <- err
+		if err, ok := k.proc.exited(); ok {
 			t.Fatalf("kubelet exited while waiting for %s (%s): %v\n%s", what, state, err, k.logTail(60))
-		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not after %s (%s)\n%s\ncrid log:\n%s", what, d, state, k.logTail(80), e.d.Logs())
