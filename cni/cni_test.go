@@ -58,9 +58,7 @@ func TestSetupFailsWithoutPodIP(t *testing.T) {
 
 func TestSetupPassesPodArgs(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	pod := Pod{ID: "abc123", NetNS: "/run/netns/cni-1", Name: "web-0", Namespace: "prod", UID: "0b7c-uid"}
 
 	_, err := m.Setup(fakeContext(t), pod)
@@ -266,9 +264,7 @@ func TestSetupNotReady(t *testing.T) {
 
 func TestSetupRejectsInvalidPod(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	ctx := fakeContext(t)
 
 	badBW := fakePod("p1")
@@ -358,9 +354,7 @@ func fakeIndexOf(s []string, v string) int {
 
 func TestSetupCanceledContextStillCleansUp(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	ctx, cancel := context.WithCancel(fakeContext(t))
 	cancel()
 
@@ -453,9 +447,7 @@ func TestTeardownUsesCachedNetNSWhenNoneGiven(t *testing.T) {
 
 func TestTeardownNeverAttachedPod(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	pod := fakePod("never")
 
 	require.NoError(t, m.Teardown(fakeContext(t), pod))
@@ -477,9 +469,7 @@ func TestTeardownNotReadyAndNeverAttached(t *testing.T) {
 
 func TestTeardownTwice(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	ctx := fakeContext(t)
 	pod := fakePod("p1")
 	_, err := m.Setup(ctx, pod)
@@ -497,9 +487,7 @@ func TestTeardownTwice(t *testing.T) {
 
 func TestTeardownKeepsOtherPods(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	ctx := fakeContext(t)
 	// p1 is a prefix of p10: their cache files must not be confused.
 	for _, id := range []string{"p1", "p10"} {
@@ -539,9 +527,7 @@ func TestTeardownRejectsMissingID(t *testing.T) {
 
 func TestCheck(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	ctx := fakeContext(t)
 	pod := fakePod("p1")
 	_, err := m.Setup(ctx, pod)
@@ -563,9 +549,7 @@ func TestCheck(t *testing.T) {
 
 func TestGCDeletesAttachmentsOfDeadPods(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	ctx := fakeContext(t)
 	for _, id := range []string{"a", "b", "c"} {
 		_, err := m.Setup(ctx, fakePod(id))
@@ -642,9 +626,7 @@ func TestGCSendsValidAttachments(t *testing.T) {
 
 func TestGCReportsDelFailure(t *testing.T) {
 	e := newFakeEnv(t)
-	e.plugin("net", fakeOpts{})
-	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
-	m := e.manager()
+	m := e.podnetManager()
 	ctx := fakeContext(t)
 	_, err := m.Setup(ctx, fakePod("a"))
 	require.NoError(t, err)

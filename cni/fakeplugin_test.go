@@ -89,6 +89,15 @@ func (e *fakeEnv) manager() *Manager {
 	return m
 }
 
+// podnetManager is a Manager whose network is "podnet", one fake plugin
+// "net" answering every command with success.
+func (e *fakeEnv) podnetManager() *Manager {
+	e.t.Helper()
+	e.plugin("net", fakeOpts{})
+	e.conf("10-net.conflist", fakeConflist("podnet", "1.0.0", `{"type":"net"}`))
+	return e.manager()
+}
+
 // plugin installs the fake plugin name. The script is written next to
 // the bin dir and renamed in, so the bin dir never holds a partial file.
 func (e *fakeEnv) plugin(name string, o fakeOpts) {
