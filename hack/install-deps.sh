@@ -10,6 +10,7 @@ APT_PACKAGES=(
   musl-tools                   # builds the 13 KiB static crid-pause
   containernetworking-plugins  # bridge, host-local, portmap, loopback
   iptables
+  iproute2 util-linux          # ip, nsenter, unshare, ipcmk, flock: the tests' tools
   docker-registry              # the Distribution server, for tests
   busybox-static               # test images are built from it
   isal                         # igzip: inflates gzip layers ~4x faster than Go
