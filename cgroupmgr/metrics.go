@@ -226,6 +226,8 @@ func (r Reader) metricsV1(dir string, m *Metrics) error {
 // memory.current must exist, the other files may not.
 func (r Reader) metricsV2(dir string, m *Metrics) error {
 	f := func(file string) string { return filepath.Join(dir, file) }
+	limits := limitsDirV2(dir)
+	lim := func(file string) string { return filepath.Join(limits, file) }
 	cpu, err := readKeyValues(f("cpu.stat"))
 	if err != nil {
 		return err
@@ -259,19 +261,19 @@ func (r Reader) metricsV2(dir string, m *Metrics) error {
 	if err := readOpt([]optFile{
 		{f("memory.peak"), &mem.MaxUsage, false}, // Linux 5.19+
 		{f("memory.swap.current"), &mem.Swap, false},
-		{f("memory.max"), &m.Limits.Memory, true},
-		{f("memory.low"), &m.Limits.MemoryReservation, true},
-		{f("memory.swap.max"), &m.Limits.MemorySwap, true},
+		{lim("memory.max"), &m.Limits.Memory, true},
+		{lim("memory.low"), &m.Limits.MemoryReservation, true},
+		{lim("memory.swap.max"), &m.Limits.MemorySwap, true},
 		{f("pids.current"), &m.Processes.Threads, false},
-		{f("pids.max"), &m.Processes.ThreadsMax, true},
+		{lim("pids.max"), &m.Processes.ThreadsMax, true},
 	}); err != nil {
 		return err
 	}
-	if err := readCPUMax(f("cpu.max"), &m.Limits); err != nil {
+	if err := readCPUMax(lim("cpu.max"), &m.Limits); err != nil {
 		return err
 	}
 	var weight uint64
-	if err := readOpt([]optFile{{f("cpu.weight"), &weight, false}}); err != nil {
+	if err := readOpt([]optFile{{lim("cpu.weight"), &weight, false}}); err != nil {
 		return err
 	}
 	if weight >= 1 && weight <= 10000 {

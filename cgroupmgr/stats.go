@@ -139,7 +139,7 @@ func (r Reader) statsV2(dir string, st *Stats) error {
 	st.MemoryWorkingSet = sub(st.MemoryUsage, kv["inactive_file"])
 	st.MemoryRSS = kv["anon"]
 	st.PageFaults, st.MajorFaults = kv["pgfault"], kv["pgmajfault"]
-	max, err := os.ReadFile(filepath.Join(dir, "memory.max"))
+	max, err := os.ReadFile(filepath.Join(limitsDirV2(dir), "memory.max"))
 	if err != nil {
 		return err
 	}
@@ -151,6 +151,21 @@ func (r Reader) statsV2(dir string, st *Stats) error {
 		st.MemoryAvailable = sub(limit, st.MemoryWorkingSet)
 	}
 	return nil
+}
+
+// crunSubgroup is where crun puts a container under the systemd driver on
+// cgroup v2 (run.oci.systemd.subgroup): its process and its limits live in
+// <scope>/container, the scope itself stays unlimited.
+const crunSubgroup = "container"
+
+// limitsDirV2 is the cgroup whose limits apply to the container of cgroup
+// dir: dir, or crun's subgroup of it. Usage counters are read from dir,
+// which includes the subgroup.
+func limitsDirV2(dir string) string {
+	if fi, err := os.Stat(filepath.Join(dir, crunSubgroup, "memory.max")); err == nil && fi.Mode().IsRegular() {
+		return filepath.Join(dir, crunSubgroup)
+	}
+	return dir
 }
 
 func sub(a, b uint64) uint64 {

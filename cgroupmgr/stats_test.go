@@ -72,3 +72,37 @@ func TestSystemdDir(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "/b", d)
 }
+
+// crun, under the systemd driver on cgroup v2, runs the container in a
+// "container" subgroup of its scope and sets the limits there; the scope
+// itself reads "max". Usage comes from the scope (it includes the
+// subgroup), the limits from the subgroup.
+func TestStatsV2CrunSubgroupLimits(t *testing.T) {
+	root := t.TempDir()
+	dir := "kubepods.slice/kubepods-besteffort.slice/crid-abc.scope"
+	writeTree(t, root, map[string]string{
+		dir + "/cpu.stat":                 "usage_usec 1500\n",
+		dir + "/memory.current":           "8192\n",
+		dir + "/memory.max":               "max\n",
+		dir + "/memory.stat":              "anon 4096\ninactive_file 1024\n",
+		dir + "/pids.max":                 "max\n",
+		dir + "/io.stat":                  "",
+		dir + "/cgroup.procs":             "",
+		dir + "/container/cgroup.procs":   "",
+		dir + "/container/memory.current": "8000\n",
+		dir + "/container/memory.max":     "50331648\n",
+		dir + "/container/pids.max":       "64\n",
+		dir + "/container/cpu.max":        "50000 100000\n",
+	})
+	r := Reader{Root: root, Driver: Systemd, V2: true}
+	st, err := r.Stats("kubepods-besteffort.slice:crid:abc")
+	require.NoError(t, err)
+	require.EqualValues(t, 8192, st.MemoryUsage, "usage of the scope, subgroup included")
+	require.EqualValues(t, 50331648-7168, st.MemoryAvailable, "the subgroup's limit")
+
+	m, err := r.Metrics("kubepods-besteffort.slice:crid:abc")
+	require.NoError(t, err)
+	require.EqualValues(t, 50331648, m.Limits.Memory)
+	require.EqualValues(t, 64, m.Processes.ThreadsMax)
+	require.EqualValues(t, 8192, m.Memory.Usage)
+}
