@@ -4,24 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"net"
 	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
-	"github.com/crid-dev/crid/container/spec"
 	"github.com/crid-dev/crid/sandbox"
 )
 
@@ -58,22 +51,9 @@ func (f *fakeNetwork) Check(_ context.Context, pod cni.Pod) error {
 
 func startNetworkServer(t *testing.T, sbs Sandboxes, pn PodNetwork) runtime.RuntimeServiceClient {
 	t.Helper()
-	rs, err := NewRuntimeService(RuntimeServiceDeps{
-		Version: "test", Sandboxes: sbs, Containers: newFakeContainers(), Images: newFakeImages(),
-		Rootfs: fakeRootfs{}, Specs: spec.Generate, Handlers: []RuntimeHandler{{Name: "runc"}},
-		CgroupDriver: cgroupmgr.Cgroupfs, Stats: fakeStats{}, Network: pn,
-	})
-	require.NoError(t, err)
-	gs := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor(slog.New(slog.DiscardHandler))))
-	runtime.RegisterRuntimeServiceServer(gs, rs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close(); gs.Stop() })
-	return runtime.NewRuntimeServiceClient(conn)
+	deps := testRuntimeDeps(newFakeImages())
+	deps.Sandboxes, deps.Network = sbs, pn
+	return serveRuntime(t, deps)
 }
 
 func networkCondition(t *testing.T, rc runtime.RuntimeServiceClient) *runtime.RuntimeCondition {

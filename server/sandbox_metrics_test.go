@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -14,14 +12,10 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/container"
-	"github.com/crid-dev/crid/container/spec"
 	"github.com/crid-dev/crid/sandbox"
 	"github.com/crid-dev/crid/snapshotter"
 )
@@ -172,22 +166,9 @@ func (f metricsStats) Metrics(p string) (cgroupmgr.Metrics, error) {
 
 func startMetricsServer(t *testing.T, sbs Sandboxes, ctrs Containers, rootfs Rootfs, stats CgroupStats) runtime.RuntimeServiceClient {
 	t.Helper()
-	rs, err := NewRuntimeService(RuntimeServiceDeps{
-		Version: "test", Sandboxes: sbs, Containers: ctrs, Images: newFakeImages(),
-		Rootfs: rootfs, Specs: spec.Generate, Handlers: []RuntimeHandler{{Name: "runc"}},
-		CgroupDriver: cgroupmgr.Cgroupfs, Stats: stats,
-	})
-	require.NoError(t, err)
-	gs := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor(slog.New(slog.DiscardHandler))))
-	runtime.RegisterRuntimeServiceServer(gs, rs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close(); gs.Stop() })
-	return runtime.NewRuntimeServiceClient(conn)
+	deps := testRuntimeDeps(newFakeImages())
+	deps.Sandboxes, deps.Containers, deps.Rootfs, deps.Stats = sbs, ctrs, rootfs, stats
+	return serveRuntime(t, deps)
 }
 
 func listDescriptors(t *testing.T, rc runtime.RuntimeServiceClient) map[string]*runtime.MetricDescriptor {

@@ -123,22 +123,23 @@ func testImage(n byte, user string) imagestore.Image {
 	return img
 }
 
-// startServer serves the services over an in-memory gRPC connection, through
-// the real interceptors.
-func startServer(t *testing.T, images ImageStore, fs FilesystemUsage) (runtime.ImageServiceClient, runtime.RuntimeServiceClient) {
-	t.Helper()
-	is, err := NewImageService(ImageServiceDeps{Images: images, Filesystems: fs})
-	require.NoError(t, err)
-	rs, err := NewRuntimeService(RuntimeServiceDeps{
+// testRuntimeDeps are a RuntimeService's dependencies, all fakes; tests
+// replace the ones they look at.
+func testRuntimeDeps(images ImageStore) RuntimeServiceDeps {
+	return RuntimeServiceDeps{
 		Version: "test", Sandboxes: newFakeSandboxes(), Containers: newFakeContainers(), Images: images,
 		Rootfs: fakeRootfs{}, Specs: spec.Generate, Handlers: []RuntimeHandler{{Name: "runc"}},
 		CgroupDriver: cgroupmgr.Cgroupfs, Stats: fakeStats{},
-	})
-	require.NoError(t, err)
+	}
+}
+
+// serve serves what register registers over an in-memory gRPC connection,
+// through the real interceptors, until the test ends.
+func serve(t *testing.T, register func(*grpc.Server)) *grpc.ClientConn {
+	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
 	gs := grpc.NewServer(grpc.UnaryInterceptor(UnaryInterceptor(logger)), grpc.StreamInterceptor(StreamInterceptor(logger)))
-	runtime.RegisterImageServiceServer(gs, is)
-	runtime.RegisterRuntimeServiceServer(gs, rs)
+	register(gs)
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = gs.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
@@ -146,6 +147,29 @@ func startServer(t *testing.T, images ImageStore, fs FilesystemUsage) (runtime.I
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close(); gs.Stop() })
+	return conn
+}
+
+// serveRuntime serves a RuntimeService over deps.
+func serveRuntime(t *testing.T, deps RuntimeServiceDeps) runtime.RuntimeServiceClient {
+	t.Helper()
+	rs, err := NewRuntimeService(deps)
+	require.NoError(t, err)
+	return runtime.NewRuntimeServiceClient(serve(t, func(gs *grpc.Server) { runtime.RegisterRuntimeServiceServer(gs, rs) }))
+}
+
+// startServer serves the services over an in-memory gRPC connection, through
+// the real interceptors.
+func startServer(t *testing.T, images ImageStore, fs FilesystemUsage) (runtime.ImageServiceClient, runtime.RuntimeServiceClient) {
+	t.Helper()
+	is, err := NewImageService(ImageServiceDeps{Images: images, Filesystems: fs})
+	require.NoError(t, err)
+	rs, err := NewRuntimeService(testRuntimeDeps(images))
+	require.NoError(t, err)
+	conn := serve(t, func(gs *grpc.Server) {
+		runtime.RegisterImageServiceServer(gs, is)
+		runtime.RegisterRuntimeServiceServer(gs, rs)
+	})
 	return runtime.NewImageServiceClient(conn), runtime.NewRuntimeServiceClient(conn)
 }
 
