@@ -346,12 +346,8 @@ func (r Runtime) exec(ctx context.Context, o execOpts) (exitCode int, err error)
 		return -1, cause
 	}
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				return 128 + int(ws.Signal()), nil
-			}
-			return ee.ExitCode(), nil
+		if code, ok := processExitCode(err); ok {
+			return code, nil
 		}
 		return -1, fmt.Errorf("%s exec: %w", filepath.Base(r.Path), err)
 	}
@@ -372,4 +368,18 @@ func killExec(runcPid int, pidPath string, done <-chan error) error {
 	}
 	_ = unix.Kill(-runcPid, unix.SIGKILL)
 	return <-done
+}
+
+// processExitCode is the exit code of an exec'd process whose Wait failed
+// with an *exec.ExitError, in the shell's convention: 128+N when signal N
+// killed it.
+func processExitCode(err error) (int, bool) {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return 0, false
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), true
+	}
+	return ee.ExitCode(), true
 }

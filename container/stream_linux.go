@@ -181,12 +181,8 @@ func (r Runtime) waitExec(ctx context.Context, id string, runcPid int, pidPath s
 		return -1, fmt.Errorf("exec in %s: %w", id, ctx.Err())
 	}
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				return 128 + int(ws.Signal()), nil
-			}
-			return ee.ExitCode(), nil
+		if code, ok := processExitCode(err); ok {
+			return code, nil
 		}
 		if errors.Is(err, exec.ErrWaitDelay) {
 			return 0, nil // runc exited 0; a grandchild kept an output pipe
