@@ -104,6 +104,7 @@ func New(opts Options) (*Manager, error) {
 		// runs two plugin chains at once, and pods run concurrently.
 		opts.Exec = &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 	}
+	opts.Exec = timedExec{opts.Exec}
 	return &Manager{
 		confDir:  filepath.Clean(opts.ConfDir),
 		binDirs:  append([]string(nil), opts.BinDirs...),
@@ -194,6 +195,7 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (Result, error) {
 	}
 	unlock := m.locks.lock(pod.ID)
 	defer unlock()
+	start := time.Now()
 	l := m.current(ctx)
 	if l.net == nil {
 		return Result{}, fmt.Errorf("%w: %s", ErrNotReady, l.notReady)
@@ -227,6 +229,7 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (Result, error) {
 		}
 		return Result{}, err
 	}
+	log.G(ctx).Debug("CNI attached pod", "podsandboxid", pod.ID, "network", l.net.Name, "ips", out.IPs, "duration", time.Since(start))
 	return out, nil
 }
 
@@ -268,7 +271,12 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 	}
 	unlock := m.locks.lock(pod.ID)
 	defer unlock()
-	return m.teardownLocked(ctx, pod, m.current(ctx))
+	start := time.Now()
+	if err := m.teardownLocked(ctx, pod, m.current(ctx)); err != nil {
+		return err
+	}
+	log.G(ctx).Debug("CNI detached pod", "podsandboxid", pod.ID, "duration", time.Since(start))
+	return nil
 }
 
 func (m *Manager) teardownLocked(ctx context.Context, pod Pod, l loaded) error {
