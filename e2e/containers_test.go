@@ -207,3 +207,48 @@ func firstOf(lines []criLine, stream string) criLine {
 	}
 	return criLine{}
 }
+
+// TestMountOptions: CRI mount_options restrict a bind mount in the running
+// container (the kernel's mount flags, as the container sees them), and an
+// option that would loosen or redefine the mount is InvalidArgument.
+func TestMountOptions(t *testing.T) {
+	e := newRuntimeEnv(t)
+	vol := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(vol, "run.sh"), []byte("#!/bin/sh\necho ran\n"), 0o755))
+	pod := e.podConfig("mountopts", nil)
+	podID := e.runPod(t, pod)
+
+	cfg := e.ctrConfig(pod, "restricted", "sleep", "99999")
+	cfg.Mounts = []*runtime.Mount{
+		{ContainerPath: "/data", HostPath: vol, MountOptions: []string{"noexec", "nosuid", "nodev"}},
+		{ContainerPath: "/plain", HostPath: vol},
+	}
+	id := e.create(t, podID, pod, cfg)
+	e.start(t, id)
+
+	// mountinfo field 6 holds the per-mount flags.
+	flags := func(dst string) []string {
+		out := e.mustExec(t, id, "cat", "/proc/self/mountinfo")
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 5 && f[4] == dst {
+				return strings.Split(f[5], ",")
+			}
+		}
+		t.Fatalf("%s not in mountinfo:\n%s", dst, out)
+		return nil
+	}
+	require.Subset(t, flags("/data"), []string{"rw", "noexec", "nosuid", "nodev"})
+	require.NotContains(t, flags("/plain"), "noexec")
+	require.Equal(t, "ran\n", e.mustExec(t, id, "/plain/run.sh"))
+	_, errOut, code := e.execOut(t, id, "/data/run.sh")
+	require.NotZero(t, code, "a script on a noexec mount must not run: %s", errOut)
+
+	for _, bad := range []string{"exec", "suid", "rw", "rshared", "size=1g"} {
+		cfg := e.ctrConfig(pod, "bad-"+strings.ReplaceAll(bad, "=", "-"), "true")
+		cfg.Mounts = []*runtime.Mount{{ContainerPath: "/data", HostPath: vol, Readonly: true, MountOptions: []string{bad}}}
+		_, err := e.rt().CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+		requireCode(t, codes.InvalidArgument, err)
+		require.ErrorContains(t, err, bad)
+	}
+}

@@ -59,6 +59,7 @@ func (s *RuntimeService) specInput(id, rootfs, cgroupsPath string, sb *sandbox.S
 			// The host path of an image volume is set once its view is
 			// mounted (setImageVolumeSources).
 			ImageVolume: m.GetImage() != nil,
+			Options:     m.GetMountOptions(),
 		})
 	}
 	for _, d := range cfg.GetDevices() {

@@ -38,6 +38,14 @@ func systemMounts(privileged bool) []specs.Mount {
 	}
 }
 
+// mountOptionFlags are the CRI mount_options crid applies to a bind mount:
+// each only restricts what the container can do through the mount (the
+// runtime remounts the bind with the flag).
+var mountOptionFlags = map[string]bool{
+	"noexec": true, "nosuid": true, "nodev": true,
+	"noatime": true, "nodiratime": true, "relatime": true, "strictatime": true,
+}
+
 // setMounts fills s.Mounts and Linux.RootfsPropagation.
 //
 // Order: kernel filesystems, then /dev/shm, the sandbox's /etc files and the
@@ -90,6 +98,15 @@ func setMounts(s *specs.Spec, in Input) error {
 				return fmt.Errorf("mount %s: an image volume must be read-only: %w", dst, errdefs.ErrInvalidArgument)
 			}
 			opts = append(opts, "nosuid", "nodev")
+		}
+		for _, o := range m.Options {
+			if !mountOptionFlags[o] {
+				return fmt.Errorf("mount %s: mount option %q is not allowed (allowed: noexec, nosuid, nodev, noatime, nodiratime, relatime, strictatime): %w",
+					dst, o, errdefs.ErrInvalidArgument)
+			}
+			if !slices.Contains(opts, o) {
+				opts = append(opts, o)
+			}
 		}
 		userDest[dst] = true
 		extra = append(extra, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})

@@ -89,6 +89,11 @@ type Mount struct {
 	// also nosuid and nodev. It is not noexec: running the image's
 	// binaries is what such volumes are for.
 	ImageVolume bool
+	// Options are CRI's mount_options: more restrictions for the bind
+	// mount, from mountOptionFlags (noexec, nosuid, nodev and the atime
+	// options). Anything else is refused: read-only and propagation have
+	// their own fields, and the rest would loosen or redefine the mount.
+	Options []string
 }
 
 // Device is a host device to expose to the container.
