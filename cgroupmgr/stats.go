@@ -206,3 +206,47 @@ func readKeyValues(p string) (map[string]uint64, error) {
 	}
 	return out, sc.Err()
 }
+
+// OOMKills returns how many processes of the cgroup at cgroupsPath (and its
+// descendants, such as crun's subgroup) the kernel's OOM killer killed: the
+// oom_kill counter of memory.oom_control on v1, of memory.events on v2.
+// Systemd paths are expanded as in Dir. A cgroup that is gone is
+// ErrNotFound: systemd removes a scope as soon as it is empty, so read it
+// as soon as the container exits.
+func (r Reader) OOMKills(cgroupsPath string) (uint64, error) {
+	dir, err := r.Driver.Dir(cgroupsPath)
+	if err != nil {
+		return 0, err
+	}
+	file := filepath.Join(r.Root, "memory", dir, "memory.oom_control")
+	if r.V2 {
+		file = filepath.Join(r.Root, dir, "memory.events")
+	}
+	kv, err := readKeyValues(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("cgroup %s: %w", cgroupsPath, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, ok := kv["oom_kill"]
+	if !ok {
+		return 0, fmt.Errorf("%s has no oom_kill counter (kernel older than 4.13)", file)
+	}
+	return n, nil
+}
+
+// OOMEventsFile is the file whose modification announces an OOM kill in
+// the cgroup at cgroupsPath: memory.events on v2 (inotify sees the kernel
+// update it). v1 has none to watch (its memory.oom_control takes an
+// eventfd instead): "".
+func (r Reader) OOMEventsFile(cgroupsPath string) (string, error) {
+	if !r.V2 {
+		return "", nil
+	}
+	dir, err := r.Driver.Dir(cgroupsPath)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(r.Root, dir, "memory.events"), nil
+}

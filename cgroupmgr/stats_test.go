@@ -106,3 +106,50 @@ func TestStatsV2CrunSubgroupLimits(t *testing.T) {
 	require.EqualValues(t, 64, m.Processes.ThreadsMax)
 	require.EqualValues(t, 8192, m.Memory.Usage)
 }
+
+func TestOOMKills(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{
+		// v1, cgroupfs driver
+		"memory/kubepods/pod1/crid-a/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+		// v1, systemd driver
+		"memory/kubepods.slice/kubepods-pod2.slice/crid-b.scope/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+		// v2, systemd driver (crun's subgroup is counted in the scope's
+		// hierarchical memory.events)
+		"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod3.slice/crid-c.scope/memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 3\noom_group_kill 0\n",
+		"kubepods.slice/crid-d.scope/memory.events":                                                        "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+		"memory/old/memory.oom_control":                                                                    "oom_kill_disable 0\nunder_oom 0\n",
+	})
+	for _, tc := range []struct {
+		r    Reader
+		path string
+		want uint64
+	}{
+		{Reader{Root: root, Driver: Cgroupfs}, "/kubepods/pod1/crid-a", 2},
+		{Reader{Root: root, Driver: Systemd}, "kubepods-pod2.slice:crid:b", 1},
+		{Reader{Root: root, Driver: Systemd, V2: true}, "kubepods-burstable-pod3.slice:crid:c", 3},
+		{Reader{Root: root, Driver: Systemd, V2: true}, "kubepods.slice:crid:d", 0},
+	} {
+		n, err := tc.r.OOMKills(tc.path)
+		require.NoError(t, err, tc.path)
+		require.Equal(t, tc.want, n, tc.path)
+	}
+
+	_, err := Reader{Root: root, Driver: Systemd, V2: true}.OOMKills("kubepods.slice:crid:gone")
+	require.True(t, errdefs.IsNotFound(err), "%v", err)
+	_, err = Reader{Root: root, Driver: Systemd}.OOMKills("/not/a/systemd/path")
+	require.True(t, errdefs.IsInvalidArgument(err), "%v", err)
+	_, err = Reader{Root: root, Driver: Cgroupfs}.OOMKills("/old")
+	require.ErrorContains(t, err, "no oom_kill counter")
+
+	// What the OOM watcher watches: memory.events on v2, nothing on v1.
+	f, err := Reader{Root: root, Driver: Systemd, V2: true}.OOMEventsFile("kubepods-burstable-pod3.slice:crid:c")
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(root, "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod3.slice/crid-c.scope/memory.events"), f)
+	f, err = Reader{Root: root, Driver: Cgroupfs, V2: true}.OOMEventsFile("/kubepods/pod1/crid-a")
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(root, "kubepods/pod1/crid-a/memory.events"), f)
+	f, err = Reader{Root: root, Driver: Cgroupfs}.OOMEventsFile("/kubepods/pod1/crid-a")
+	require.NoError(t, err)
+	require.Empty(t, f)
+}

@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/internal/mount"
 	"github.com/crid-dev/crid/internal/testutil"
 )
@@ -721,7 +724,8 @@ func smapsRollup(t *testing.T, pid int) (rssKiB, pssKiB int) {
 
 func TestOOMKilled(t *testing.T) {
 	e := newEnv(t)
-	m := e.manager()
+	reader := cgroupmgr.NewReader(cgroupmgr.Cgroupfs)
+	m := e.manager(func(o *Options) { o.OOM = reader })
 	defer m.Close()
 	ctx := context.Background()
 	limit := int64(32 << 20)
@@ -746,7 +750,9 @@ func TestOOMKilled(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	assert.Equal(t, []string{"child 137"}, fullLines(readLog(t, rec.LogPath), "stdout"))
-	assert.True(t, cgroupOOMKilled(rec.CgroupsPath), "oom_kill counted in %s", rec.CgroupsPath)
+	n, err := reader.OOMKills(rec.CgroupsPath)
+	require.NoError(t, err)
+	assert.Positive(t, n, "oom_kill counted in %s", rec.CgroupsPath)
 	require.NoError(t, m.Remove(ctx, rec.ID))
 
 	// The container's init OOM-killed: the exit reason.
@@ -759,5 +765,137 @@ func TestOOMKilled(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 137, r.ExitCode)
 	assert.Equal(t, ReasonOOMKilled, r.Reason)
+	require.NoError(t, m.Remove(ctx, rec.ID))
+}
+
+// fakeOOM is an OOMCounter whose counter the test sets; events, when set,
+// is the file the OOM watcher watches.
+type fakeOOM struct {
+	mu     sync.Mutex // the Manager reads it from its goroutines
+	kills  uint64
+	err    error
+	events string
+	asked  []string
+}
+
+func (f *fakeOOM) set(kills uint64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kills, f.err = kills, err
+}
+
+func (f *fakeOOM) OOMKills(path string) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, path)
+	return f.kills, f.err
+}
+
+func (f *fakeOOM) OOMEventsFile(string) (string, error) { return f.events, nil }
+
+func (f *fakeOOM) wasAsked(path string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.asked, path)
+}
+
+// TestOOMKilledFromCgroupCounter: with no "oom" file from conmon, an exit
+// is OOMKilled exactly when the cgroup's counter says so; a cgroup that is
+// already gone (an emptied systemd scope) leaves the plain exit reason.
+func TestOOMKilledFromCgroupCounter(t *testing.T) {
+	e := newEnv(t)
+	oom := &fakeOOM{}
+	m := e.manager(func(o *Options) { o.OOM = oom })
+	defer m.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		kills uint64
+		err   error
+		want  string
+	}{
+		{"counted", 1, nil, ReasonOOMKilled},
+		{"none", 0, nil, ReasonError},
+		{"gone", 0, fmt.Errorf("cgroup: %w", errdefs.ErrNotFound), ReasonError},
+	} {
+		oom.set(tc.kills, tc.err)
+		rec, err := m.Create(ctx, e.config(tc.name, "sh", "-c", "exit 3"))
+		require.NoError(t, err)
+		require.NoError(t, m.Start(ctx, rec.ID))
+		ctxW, cancel := context.WithTimeout(ctx, time.Minute)
+		r, err := m.Wait(ctxW, rec.ID)
+		cancel()
+		require.NoError(t, err)
+		assert.EqualValues(t, 3, r.ExitCode, tc.name)
+		assert.Equal(t, tc.want, r.Reason, tc.name)
+		assert.NoFileExists(t, filepath.Join(rec.Bundle, "oom"), "conmon saw no OOM")
+		assert.True(t, oom.wasAsked(rec.CgroupsPath), "the counter of the container's own cgroup was read")
+		require.NoError(t, m.Remove(ctx, rec.ID))
+	}
+}
+
+// TestOOMWatcher: a running container's events file is watched; when it
+// changes and the counter is above zero, the bundle gets the "oom" witness
+// at once, and an exit already handled as Error becomes OOMKilled.
+func TestOOMWatcher(t *testing.T) {
+	e := newEnv(t)
+	oom := &fakeOOM{events: filepath.Join(t.TempDir(), "memory.events")}
+	require.NoError(t, os.WriteFile(oom.events, []byte("oom_kill 0\n"), 0o644))
+	m := e.manager(func(o *Options) { o.OOM = oom })
+	defer func() { m.Close() }() // the Manager of the end: it is replaced below
+	ctx := context.Background()
+	touch := func() {
+		f, err := os.OpenFile(oom.events, os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err)
+		_, err = f.WriteString("oom_kill 1\n")
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+	}
+
+	// While running: a change with the counter still at 0 records nothing;
+	// one with the counter at 1 leaves the witness.
+	rec, err := m.Create(ctx, e.config("running", "sleep", "1000"))
+	require.NoError(t, err)
+	require.NoError(t, m.Start(ctx, rec.ID))
+	touch()
+	time.Sleep(200 * time.Millisecond) // a watcher that would act has acted
+	assert.NoFileExists(t, filepath.Join(rec.Bundle, "oom"))
+	oom.set(1, nil)
+	touch()
+	require.Eventually(t, func() bool { return fileExists(filepath.Join(rec.Bundle, "oom")) }, 10*time.Second, 10*time.Millisecond)
+	oom.set(0, nil) // only the witness may say OOMKilled now
+	require.NoError(t, m.Stop(ctx, rec.ID, 0, 0))
+	r, err := m.Get(rec.ID)
+	require.NoError(t, err)
+	assert.Equal(t, ReasonOOMKilled, r.Reason)
+	require.NoError(t, m.Remove(ctx, rec.ID))
+
+	// The kernel's notice after the exit was handled: the reason is fixed.
+	rec, err = m.Create(ctx, e.config("late", "sh", "-c", "exit 3"))
+	require.NoError(t, err)
+	require.NoError(t, m.Start(ctx, rec.ID))
+	ctxW, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err = m.Wait(ctxW, rec.ID)
+	require.NoError(t, err)
+	require.Equal(t, ReasonError, r.Reason)
+	oom.set(1, nil)
+	touch()
+	require.Eventually(t, func() bool {
+		r, err := m.Get(rec.ID)
+		return err == nil && r.Reason == ReasonOOMKilled
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, m.Remove(ctx, rec.ID))
+
+	// A restarted Manager watches the containers still running.
+	oom.set(0, nil)
+	rec, err = m.Create(ctx, e.config("recovered", "sleep", "1000"))
+	require.NoError(t, err)
+	require.NoError(t, m.Start(ctx, rec.ID))
+	require.NoError(t, m.Close())
+	m = e.manager(func(o *Options) { o.OOM = oom })
+	oom.set(1, nil)
+	touch()
+	require.Eventually(t, func() bool { return fileExists(filepath.Join(rec.Bundle, "oom")) }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, m.Remove(ctx, rec.ID))
 }

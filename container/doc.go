@@ -14,7 +14,11 @@
 //	    volumes/<i>/         CreateConfig.PrepareVolumes' filesystems (image volumes)
 //	    checkpoint.json      {"version":"v1","record":{…}} (atomic writes)
 //	    pidfile conmon.pid   written by runc and conmon
-//	    ctl winsz attach oom written by conmon (ctl: "2 0 0\n" reopens logs)
+//	    ctl winsz attach oom written by conmon (ctl: "2 0 0\n" reopens logs);
+//	                         oom also by crid's OOM watcher (oomwatch.go), which
+//	                         on cgroup v2 watches each running container's
+//	                         memory.events: conmon can exit before the kernel's
+//	                         notice, and systemd removes an emptied scope
 //	  exits/<id>             conmon's exit file: the exit code in decimal
 //	  sockets/               conmon's attach socket dir
 //	  .removing-<id>/        a directory being deleted (renamed first)

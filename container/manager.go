@@ -39,6 +39,12 @@ type Options struct {
 	// goroutine of the Manager, or from New for exits that happened while
 	// crid was down. It must not block for long.
 	OnExit func(Record)
+	// OOM, when set, reads the OOM kill counter of containers' cgroups
+	// (cgroupmgr.Reader, which knows the hierarchy and the driver). It
+	// backs up conmon's "oom" file: running containers' counters are
+	// watched where the hierarchy allows (v2), and read again when an exit
+	// is handled. A container whose cgroup counted a kill ends OOMKilled.
+	OOM OOMCounter
 }
 
 // Manager owns the containers of one crid.
@@ -49,6 +55,8 @@ type Manager struct {
 	runtimes       map[string]Runtime
 	defaultRuntime string
 	onExit         func(Record)
+	oom            OOMCounter
+	oomWatch       *oomWatcher // nil without OOM
 
 	watch   *os.File // inotify on exitDir
 	workers sync.WaitGroup
@@ -115,6 +123,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		runtimes:       opts.Runtimes,
 		defaultRuntime: opts.DefaultRuntime,
 		onExit:         opts.OnExit,
+		oom:            opts.OOM,
 		containers:     map[string]*Container{},
 		names:          map[string]*reservation{},
 	}
@@ -131,6 +140,12 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m.watch = watch
+	if m.oom != nil {
+		if m.oomWatch, err = newOOMWatcher(m.oom); err != nil {
+			watch.Close()
+			return nil, err
+		}
+	}
 	exited := m.recover(ctx)
 	if m.onExit != nil {
 		for _, r := range exited {
@@ -139,12 +154,39 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	m.workers.Add(1)
 	go m.watchExits(context.WithoutCancel(ctx))
+	if m.oomWatch != nil {
+		for _, c := range m.containers {
+			if rec := c.rec.Load(); rec.State == StateRunning {
+				m.watchOOM(ctx, rec)
+			}
+		}
+		m.workers.Add(1)
+		go func() {
+			defer m.workers.Done()
+			m.oomWatch.run(context.WithoutCancel(ctx), m.recordOOM)
+		}()
+	}
 	return m, nil
 }
 
-// Close stops the exit watcher. Containers and their monitors keep running.
+// watchOOM starts watching the OOM counter of rec's cgroup. A failure only
+// costs the backup to conmon's own OOM detection: it is logged.
+func (m *Manager) watchOOM(ctx context.Context, rec *Record) {
+	if m.oomWatch == nil {
+		return
+	}
+	if err := m.oomWatch.add(rec.ID, rec.Bundle, rec.CgroupsPath); err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).Warn("watch OOM kills of container cgroup", "containerid", rec.ID, "cgroup", rec.CgroupsPath, "error", err)
+	}
+}
+
+// Close stops the exit and OOM watchers. Containers and their monitors
+// keep running.
 func (m *Manager) Close() error {
 	err := m.watch.Close()
+	if m.oomWatch != nil {
+		err = errors.Join(err, m.oomWatch.close())
+	}
 	m.workers.Wait()
 	return err
 }
@@ -230,7 +272,7 @@ func (m *Manager) handleExitLocked(ctx context.Context, c *Container) bool {
 		n.FinishedAt = n.StartedAt
 	}
 	switch {
-	case fileExists(filepath.Join(rec.Bundle, "oom")) || oomKilled(rec.CgroupsPath):
+	case fileExists(filepath.Join(rec.Bundle, "oom")) || m.cgroupOOMKilled(ctx, rec):
 		n.Reason = ReasonOOMKilled
 	case code == 0:
 		n.Reason = ReasonCompleted
@@ -256,6 +298,23 @@ func (m *Manager) handleExitLocked(ctx context.Context, c *Container) bool {
 		}(context.WithoutCancel(ctx), rec.ID)
 	}
 	return true
+}
+
+// cgroupOOMKilled reports whether the container's cgroup counted an OOM
+// kill. A cgroup that is already gone (systemd removes an empty scope at
+// once) leaves conmon's file as the only witness.
+func (m *Manager) cgroupOOMKilled(ctx context.Context, rec *Record) bool {
+	if m.oom == nil || rec.CgroupsPath == "" {
+		return false
+	}
+	n, err := m.oom.OOMKills(rec.CgroupsPath)
+	if err != nil {
+		if !errdefs.IsNotFound(err) {
+			log.G(ctx).Warn("read OOM kills of container cgroup", "containerid", rec.ID, "cgroup", rec.CgroupsPath, "error", err)
+		}
+		return false
+	}
+	return n > 0
 }
 
 // setLocked replaces the record and persists it. A failed write is logged:
@@ -639,6 +698,8 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if rec.State != StateCreated {
 		return fmt.Errorf("start container %s in state %s: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
 	}
+	// The cgroup exists since create; watch it before the process runs.
+	m.watchOOM(ctx, rec)
 	if err := c.rt.Start(ctx, rec.ID); err != nil {
 		m.handleExitLocked(ctx, c)
 		return fmt.Errorf("start container %s: %w", rec.ID, err)
@@ -806,6 +867,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		}
 	}
 	killConmon(rec.Bundle, rec.ID, rec.ConmonPid, rec.ConmonStart)
+	if m.oomWatch != nil {
+		m.oomWatch.remove(rec.ID)
+	}
 	if err := removeBundle(rec.Bundle); err != nil {
 		return fmt.Errorf("remove container %s: %w", rec.ID, err)
 	}

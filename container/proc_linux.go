@@ -1,11 +1,8 @@
 package container
 
 import (
-	"bufio"
 	"bytes"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,46 +39,6 @@ func procStartTime(pid int) (start uint64, ok bool) {
 func processAlive(pid int, start uint64) bool {
 	s, ok := procStartTime(pid)
 	return ok && (start == 0 || s == start)
-}
-
-// oomKilled reports whether the kernel OOM-killed a process of the
-// container's cgroup. It is a variable so tests can replace it; it must be
-// called before the runtime deletes the cgroup.
-var oomKilled = cgroupOOMKilled
-
-// cgroupOOMKilled reads the oom_kill counter of a cgroupfs cgroupsPath:
-// memory.oom_control on v1, memory.events on v2. Systemd-style paths
-// ("slice:prefix:name") are not resolved and report false.
-func cgroupOOMKilled(cgroupsPath string) bool {
-	if cgroupsPath == "" || strings.Contains(cgroupsPath, ":") {
-		return false
-	}
-	p := filepath.Clean("/" + cgroupsPath)
-	for _, f := range []string{
-		filepath.Join("/sys/fs/cgroup/memory", p, "memory.oom_control"),
-		filepath.Join("/sys/fs/cgroup", p, "memory.events"),
-	} {
-		if n, err := readCounter(f, "oom_kill"); err == nil {
-			return n > 0
-		}
-	}
-	return false
-}
-
-func readCounter(path, key string) (uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if ok && k == key {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s: no %s", path, key)
 }
 
 // oomScoreAdjMin is the lowest oom_score_adj crid may give its children

@@ -242,6 +242,10 @@ func newSnapshotter(ctx context.Context, cfg Config) (snapshotter.Snapshotter, e
 // newContainerManager recovers the containers and configures the runtime
 // handlers whose binaries exist; the default handler is listed first.
 func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, []server.RuntimeHandler, error) {
+	driver, err := cgroupmgr.ParseDriver(cfg.Runtime.CgroupDriver)
+	if err != nil {
+		return nil, nil, err
+	}
 	runtimes := map[string]container.Runtime{}
 	var handlers []server.RuntimeHandler
 	names := make([]string, 0, len(cfg.Runtime.Handlers))
@@ -272,7 +276,7 @@ func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, [
 		rt := container.Runtime{Name: name, Path: path, Root: root, ConmonPath: cfg.Runtime.Conmon, Type: "oci",
 			// The systemd driver's "slice:crid:<id>" paths mean nothing to
 			// the runtime's cgroupfs manager.
-			SystemdCgroup: cfg.Runtime.CgroupDriver == string(cgroupmgr.Systemd)}
+			SystemdCgroup: driver == cgroupmgr.Systemd}
 		runtimes[name] = rt
 		handlers = append(handlers, probeHandler(ctx, rt))
 	}
@@ -280,6 +284,7 @@ func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, [
 		StateDir:       filepath.Join(cfg.State, "containers"),
 		Runtimes:       runtimes,
 		DefaultRuntime: cfg.Runtime.DefaultRuntime,
+		OOM:            cgroupmgr.NewReader(driver),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("recover containers: %w", err)
