@@ -244,7 +244,7 @@ func TestMountOptions(t *testing.T) {
 	_, errOut, code := e.execOut(t, id, "/data/run.sh")
 	require.NotZero(t, code, "a script on a noexec mount must not run: %s", errOut)
 
-	for _, bad := range []string{"exec", "suid", "rw", "rshared", "size=1g"} {
+	for _, bad := range []string{"exec", "suid", "rw", "rshared", "noatime", "size=1g"} {
 		cfg := e.ctrConfig(pod, "bad-"+strings.ReplaceAll(bad, "=", "-"), "true")
 		cfg.Mounts = []*runtime.Mount{{ContainerPath: "/data", HostPath: vol, Readonly: true, MountOptions: []string{bad}}}
 		_, err := e.rt().CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})

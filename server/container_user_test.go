@@ -123,11 +123,14 @@ func newUserTestService(t *testing.T) (*RuntimeService, *checkpointContainers, s
 	return rs, ctrs, sb.ID
 }
 
-func TestStatusAdvertisesSupplementalGroupsPolicy(t *testing.T) {
+func TestStatusAdvertisesFeatures(t *testing.T) {
 	_, rc := startServer(t, newFakeImages(), fakeFS{})
 	st, err := rc.Status(context.Background(), &runtime.StatusRequest{})
 	require.NoError(t, err)
 	require.True(t, st.GetFeatures().GetSupplementalGroupsPolicy())
+	// kubelet passes a volume's bind mount options only to a runtime
+	// that says it applies them.
+	require.True(t, st.GetFeatures().GetMountOptions())
 }
 
 // TestContainerStatusUser runs critest's SupplementalGroupsPolicy specs

@@ -28,7 +28,9 @@ func (s *RuntimeService) Status(ctx context.Context, _ *runtime.StatusRequest) (
 		// (container/spec/user.go), exec'd processes reuse the container's
 		// process user, and ContainerStatus reports that user from the
 		// container record (containerExtra), so kubelet may rely on both.
-		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		// MountOptions: spec.Generate applies the restricting bind mount
+		// options (noexec, nosuid, nodev, atime) and refuses the others.
+		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true},
 	}
 	for i, h := range s.handlers {
 		rh := &runtime.RuntimeHandler{Name: h.Name, Features: &runtime.RuntimeHandlerFeatures{

@@ -38,13 +38,11 @@ func systemMounts(privileged bool) []specs.Mount {
 	}
 }
 
-// mountOptionFlags are the CRI mount_options crid applies to a bind mount:
+// mountOptionFlags are the CRI mount_options crid applies to a bind mount,
+// the ones the Kubernetes API allows for a volume mount (bindMountOptions):
 // each only restricts what the container can do through the mount (the
 // runtime remounts the bind with the flag).
-var mountOptionFlags = map[string]bool{
-	"noexec": true, "nosuid": true, "nodev": true,
-	"noatime": true, "nodiratime": true, "relatime": true, "strictatime": true,
-}
+var mountOptionFlags = map[string]bool{"noexec": true, "nosuid": true, "nodev": true}
 
 // setMounts fills s.Mounts and Linux.RootfsPropagation.
 //
@@ -101,7 +99,7 @@ func setMounts(s *specs.Spec, in Input) error {
 		}
 		for _, o := range m.Options {
 			if !mountOptionFlags[o] {
-				return fmt.Errorf("mount %s: mount option %q is not allowed (allowed: noexec, nosuid, nodev, noatime, nodiratime, relatime, strictatime): %w",
+				return fmt.Errorf("mount %s: mount option %q is not allowed (allowed: noexec, nosuid, nodev): %w",
 					dst, o, errdefs.ErrInvalidArgument)
 			}
 			if !slices.Contains(opts, o) {

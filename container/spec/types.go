@@ -90,9 +90,10 @@ type Mount struct {
 	// binaries is what such volumes are for.
 	ImageVolume bool
 	// Options are CRI's mount_options: more restrictions for the bind
-	// mount, from mountOptionFlags (noexec, nosuid, nodev and the atime
-	// options). Anything else is refused: read-only and propagation have
-	// their own fields, and the rest would loosen or redefine the mount.
+	// mount, from mountOptionFlags (noexec, nosuid, nodev, as the
+	// Kubernetes API allows). Anything else is refused: read-only and
+	// propagation have their own fields, and the rest would loosen or
+	// redefine the mount.
 	Options []string
 }
 
