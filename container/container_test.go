@@ -727,10 +727,22 @@ func TestOOMKilled(t *testing.T) {
 	reader := cgroupmgr.NewReader(cgroupmgr.Cgroupfs)
 	m := e.manager(func(o *Options) { o.OOM = reader })
 	defer m.Close()
+	runOOMScenarios(t, e, m, reader, nil)
+}
+
+// runOOMScenarios runs two containers limited to 32 MiB: one whose child is
+// OOM-killed while it keeps running, which the cgroup's counter
+// (memory.oom_control on v1, memory.events on v2) must show, and one whose
+// init is OOM-killed, which must end 137 with reason OOMKilled.
+// cgroupsPath, when set, names each container's cgroup.
+func runOOMScenarios(t *testing.T, e *env, m *Manager, reader cgroupmgr.Reader, cgroupsPath func(name string) string) {
 	ctx := context.Background()
 	limit := int64(32 << 20)
 	withLimit := func(name string, args ...string) CreateConfig {
 		cfg := e.config(name, args...)
+		if cgroupsPath != nil {
+			cfg.Spec.Linux.CgroupsPath = cgroupsPath(name)
+		}
 		// Swap equal to the limit: none (v1 counts memory+swap; runc
 		// writes memory.swap.max 0 on v2).
 		cfg.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
@@ -738,10 +750,7 @@ func TestOOMKilled(t *testing.T) {
 	}
 	hog := "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"
 
-	// A child OOM-killed while the container runs: the cgroup's counter
-	// (memory.oom_control on v1, memory.events on v2) says so.
-	cfg := withLimit("survivor", "sh", "-c", "("+hog+"); echo child $?; sleep 1000")
-	rec, err := m.Create(ctx, cfg)
+	rec, err := m.Create(ctx, withLimit("survivor", "sh", "-c", "("+hog+"); echo child $?; sleep 1000"))
 	require.NoError(t, err)
 	require.NoError(t, m.Start(ctx, rec.ID))
 	deadline := time.Now().Add(2 * time.Minute)
@@ -755,7 +764,6 @@ func TestOOMKilled(t *testing.T) {
 	assert.Positive(t, n, "oom_kill counted in %s", rec.CgroupsPath)
 	require.NoError(t, m.Remove(ctx, rec.ID))
 
-	// The container's init OOM-killed: the exit reason.
 	rec, err = m.Create(ctx, withLimit("victim", "sh", "-c", hog))
 	require.NoError(t, err)
 	require.NoError(t, m.Start(ctx, rec.ID))
@@ -768,14 +776,14 @@ func TestOOMKilled(t *testing.T) {
 	require.NoError(t, m.Remove(ctx, rec.ID))
 }
 
-// fakeOOM is an OOMCounter whose counter the test sets; events, when set,
-// is the file the OOM watcher watches.
+// fakeOOM is an OOMCounter whose counter the test sets; eventsDir, when
+// set, holds one file per cgroup for the OOM watcher to watch.
 type fakeOOM struct {
-	mu     sync.Mutex // the Manager reads it from its goroutines
-	kills  uint64
-	err    error
-	events string
-	asked  []string
+	mu        sync.Mutex // the Manager reads it from its goroutines
+	kills     uint64
+	err       error
+	eventsDir string
+	asked     []string
 }
 
 func (f *fakeOOM) set(kills uint64, err error) {
@@ -791,7 +799,30 @@ func (f *fakeOOM) OOMKills(path string) (uint64, error) {
 	return f.kills, f.err
 }
 
-func (f *fakeOOM) OOMEventsFile(string) (string, error) { return f.events, nil }
+func (f *fakeOOM) OOMEventsFile(cgroupsPath string) (string, error) {
+	if f.eventsDir == "" {
+		return "", nil
+	}
+	p := filepath.Join(f.eventsDir, strings.ReplaceAll(cgroupsPath, "/", "_"))
+	if !fileExists(p) {
+		if err := os.WriteFile(p, []byte("oom_kill 0\n"), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return p, nil
+}
+
+// touch modifies the events file of the cgroup at cgroupsPath.
+func (f *fakeOOM) touch(t *testing.T, cgroupsPath string) {
+	t.Helper()
+	p, err := f.OOMEventsFile(cgroupsPath)
+	require.NoError(t, err)
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = w.WriteString("oom_kill 1\n")
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+}
 
 func (f *fakeOOM) wasAsked(path string) bool {
 	f.mu.Lock()
@@ -839,29 +870,21 @@ func TestOOMKilledFromCgroupCounter(t *testing.T) {
 // at once, and an exit already handled as Error becomes OOMKilled.
 func TestOOMWatcher(t *testing.T) {
 	e := newEnv(t)
-	oom := &fakeOOM{events: filepath.Join(t.TempDir(), "memory.events")}
-	require.NoError(t, os.WriteFile(oom.events, []byte("oom_kill 0\n"), 0o644))
+	oom := &fakeOOM{eventsDir: t.TempDir()}
 	m := e.manager(func(o *Options) { o.OOM = oom })
 	defer func() { m.Close() }() // the Manager of the end: it is replaced below
 	ctx := context.Background()
-	touch := func() {
-		f, err := os.OpenFile(oom.events, os.O_WRONLY|os.O_APPEND, 0)
-		require.NoError(t, err)
-		_, err = f.WriteString("oom_kill 1\n")
-		require.NoError(t, err)
-		require.NoError(t, f.Close())
-	}
 
 	// While running: a change with the counter still at 0 records nothing;
 	// one with the counter at 1 leaves the witness.
 	rec, err := m.Create(ctx, e.config("running", "sleep", "1000"))
 	require.NoError(t, err)
 	require.NoError(t, m.Start(ctx, rec.ID))
-	touch()
+	oom.touch(t, rec.CgroupsPath)
 	time.Sleep(200 * time.Millisecond) // a watcher that would act has acted
 	assert.NoFileExists(t, filepath.Join(rec.Bundle, "oom"))
 	oom.set(1, nil)
-	touch()
+	oom.touch(t, rec.CgroupsPath)
 	require.Eventually(t, func() bool { return fileExists(filepath.Join(rec.Bundle, "oom")) }, 10*time.Second, 10*time.Millisecond)
 	oom.set(0, nil) // only the witness may say OOMKilled now
 	require.NoError(t, m.Stop(ctx, rec.ID, 0, 0))
@@ -870,32 +893,66 @@ func TestOOMWatcher(t *testing.T) {
 	assert.Equal(t, ReasonOOMKilled, r.Reason)
 	require.NoError(t, m.Remove(ctx, rec.ID))
 
-	// The kernel's notice after the exit was handled: the reason is fixed.
-	rec, err = m.Create(ctx, e.config("late", "sh", "-c", "exit 3"))
+	// The kernel's notice after the exit was handled: the reason is fixed,
+	// also when conmon wrote its "oom" file late too.
+	for _, conmonToo := range []bool{false, true} {
+		oom.set(0, nil)
+		rec, err = m.Create(ctx, e.config(fmt.Sprintf("late-%v", conmonToo), "sh", "-c", "exit 3"))
+		require.NoError(t, err)
+		require.NoError(t, m.Start(ctx, rec.ID))
+		ctxW, cancel := context.WithTimeout(ctx, time.Minute)
+		r, err = m.Wait(ctxW, rec.ID)
+		cancel()
+		require.NoError(t, err)
+		require.Equal(t, ReasonError, r.Reason)
+		if conmonToo {
+			require.NoError(t, os.WriteFile(filepath.Join(rec.Bundle, "oom"), nil, 0o600))
+		}
+		oom.set(1, nil)
+		oom.touch(t, rec.CgroupsPath)
+		require.Eventually(t, func() bool {
+			r, err := m.Get(rec.ID)
+			return err == nil && r.Reason == ReasonOOMKilled
+		}, 10*time.Second, 10*time.Millisecond, "conmon's file too: %v", conmonToo)
+		require.NoError(t, m.Remove(ctx, rec.ID))
+	}
+
+	// A crid that stopped between the witness and the record: the next one
+	// corrects the record from the witness.
+	oom.set(0, nil)
+	rec, err = m.Create(ctx, e.config("crashed", "sh", "-c", "exit 3"))
 	require.NoError(t, err)
 	require.NoError(t, m.Start(ctx, rec.ID))
 	ctxW, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	r, err = m.Wait(ctxW, rec.ID)
+	cancel()
 	require.NoError(t, err)
 	require.Equal(t, ReasonError, r.Reason)
-	oom.set(1, nil)
-	touch()
-	require.Eventually(t, func() bool {
-		r, err := m.Get(rec.ID)
-		return err == nil && r.Reason == ReasonOOMKilled
-	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, m.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(rec.Bundle, "oom"), nil, 0o600))
+	m = e.manager(func(o *Options) { o.OOM = oom })
+	r, err = m.Get(rec.ID)
+	require.NoError(t, err)
+	assert.Equal(t, ReasonOOMKilled, r.Reason)
 	require.NoError(t, m.Remove(ctx, rec.ID))
 
-	// A restarted Manager watches the containers still running.
-	oom.set(0, nil)
+	// A restarted Manager reads the counters of the containers still
+	// running at once (a kill while crid was down), and watches them.
 	rec, err = m.Create(ctx, e.config("recovered", "sleep", "1000"))
 	require.NoError(t, err)
 	require.NoError(t, m.Start(ctx, rec.ID))
+	rec2, err := m.Create(ctx, e.config("recovered-later", "sleep", "1000"))
+	require.NoError(t, err)
+	require.NoError(t, m.Start(ctx, rec2.ID))
 	require.NoError(t, m.Close())
-	m = e.manager(func(o *Options) { o.OOM = oom })
 	oom.set(1, nil)
-	touch()
-	require.Eventually(t, func() bool { return fileExists(filepath.Join(rec.Bundle, "oom")) }, 10*time.Second, 10*time.Millisecond)
+	m = e.manager(func(o *Options) { o.OOM = oom })
+	for _, r := range []Record{rec, rec2} {
+		assert.FileExists(t, filepath.Join(r.Bundle, "oom"), "read when the restarted Manager watched it")
+		require.NoError(t, os.Remove(filepath.Join(r.Bundle, "oom")))
+	}
+	oom.touch(t, rec2.CgroupsPath)
+	require.Eventually(t, func() bool { return fileExists(filepath.Join(rec2.Bundle, "oom")) }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, m.Remove(ctx, rec.ID))
+	require.NoError(t, m.Remove(ctx, rec2.ID))
 }

@@ -141,10 +141,14 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	m.watch = watch
 	if m.oom != nil {
-		if m.oomWatch, err = newOOMWatcher(m.oom); err != nil {
-			watch.Close()
-			return nil, err
+		spawn := func(f func()) {
+			m.workers.Add(1)
+			go func() {
+				defer m.workers.Done()
+				f()
+			}()
 		}
+		m.oomWatch = newOOMWatcher(ctx, m.oom, spawn, m.recordOOM)
 	}
 	exited := m.recover(ctx)
 	if m.onExit != nil {
@@ -154,17 +158,10 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	m.workers.Add(1)
 	go m.watchExits(context.WithoutCancel(ctx))
-	if m.oomWatch != nil {
-		for _, c := range m.containers {
-			if rec := c.rec.Load(); rec.State == StateRunning {
-				m.watchOOM(ctx, rec)
-			}
+	for _, c := range m.containers {
+		if rec := c.rec.Load(); rec.State == StateRunning {
+			m.watchOOM(ctx, rec)
 		}
-		m.workers.Add(1)
-		go func() {
-			defer m.workers.Done()
-			m.oomWatch.run(context.WithoutCancel(ctx), m.recordOOM)
-		}()
 	}
 	return m, nil
 }
@@ -175,7 +172,7 @@ func (m *Manager) watchOOM(ctx context.Context, rec *Record) {
 	if m.oomWatch == nil {
 		return
 	}
-	if err := m.oomWatch.add(rec.ID, rec.Bundle, rec.CgroupsPath); err != nil && !errdefs.IsNotFound(err) {
+	if err := m.oomWatch.add(ctx, rec.ID, rec.Bundle, rec.CgroupsPath); err != nil && !errdefs.IsNotFound(err) {
 		log.G(ctx).Warn("watch OOM kills of container cgroup", "containerid", rec.ID, "cgroup", rec.CgroupsPath, "error", err)
 	}
 }

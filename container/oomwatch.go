@@ -27,47 +27,75 @@ type OOMCounter interface {
 }
 
 // oomWatcher watches the memory.events file of every running container on
-// cgroup v2 and writes the bundle's "oom" file (conmon's witness, which
-// handleExitLocked reads) as soon as the counter moves. conmon watches the
-// same file but stops at the container's exit, which can come before the
-// kernel's notification; and under the systemd driver the scope, with its
-// counter, is removed as soon as it is empty, so reading it at exit time
-// is too late.
+// cgroup v2 and records an OOM kill (recordOOM) as soon as the counter
+// moves. conmon watches the same file but stops at the container's exit,
+// which can come before the kernel's notice; and under the systemd driver
+// the scope, with its counter, is removed as soon as it is empty, so
+// reading it at exit time is too late. The kernel rate-limits these
+// notices (one per file per 10 ms) and drops a pending one when the cgroup
+// is removed: what remains unseen then is left to conmon.
+//
+// The inotify instance is made on the first watch, so a cgroup v1 host
+// (nothing to watch) spends none.
 type oomWatcher struct {
-	file    *os.File
+	ctx     context.Context // of the event reader: the Manager's, not a request's
 	counter OOMCounter
+	// spawn runs f on a goroutine the Manager waits for at Close.
+	spawn func(f func())
+	// oom is called for a container whose counter is above zero; it must
+	// not block.
+	oom func(ctx context.Context, id, bundle string)
 
-	mu   sync.Mutex
-	byWD map[int32]oomWatch
-	byID map[string]int32
+	mu     sync.Mutex
+	file   *os.File // nil until the first watch
+	closed bool
+	byWD   map[int32]oomWatch
+	byID   map[string]int32
 }
 
 type oomWatch struct {
 	id, bundle, cgroupsPath string
 }
 
-func newOOMWatcher(counter OOMCounter) (*oomWatcher, error) {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("oom watcher: %w", err)
-	}
-	return &oomWatcher{
-		file:    os.NewFile(uintptr(fd), "inotify:oom"),
-		counter: counter,
-		byWD:    map[int32]oomWatch{},
-		byID:    map[string]int32{},
-	}, nil
+func newOOMWatcher(ctx context.Context, counter OOMCounter, spawn func(func()), oom func(ctx context.Context, id, bundle string)) *oomWatcher {
+	return &oomWatcher{ctx: context.WithoutCancel(ctx), counter: counter, spawn: spawn, oom: oom,
+		byWD: map[int32]oomWatch{}, byID: map[string]int32{}}
 }
 
-// add starts watching the container's cgroup. A hierarchy without an
-// events file is not an error.
-func (w *oomWatcher) add(id, bundle, cgroupsPath string) error {
+// add starts watching the container's cgroup, then reads the counter once:
+// a kill before the watch (or while crid was down) is not missed. A
+// hierarchy without an events file is not an error.
+func (w *oomWatcher) add(ctx context.Context, id, bundle, cgroupsPath string) error {
 	if cgroupsPath == "" {
 		return nil
 	}
 	file, err := w.counter.OOMEventsFile(cgroupsPath)
 	if err != nil || file == "" {
 		return err
+	}
+	w.mu.Lock()
+	err = w.addLocked(file, oomWatch{id: id, bundle: bundle, cgroupsPath: cgroupsPath})
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	w.check(ctx, oomWatch{id: id, bundle: bundle, cgroupsPath: cgroupsPath})
+	return nil
+}
+
+func (w *oomWatcher) addLocked(file string, watch oomWatch) error {
+	if w.closed {
+		return errors.New("oom watcher closed")
+	}
+	if w.file == nil {
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+		if err != nil {
+			return fmt.Errorf("oom watcher: %w", err)
+		}
+		// A non-blocking fd makes a pollable File: Close unblocks Read.
+		f := os.NewFile(uintptr(fd), "inotify:oom")
+		w.file = f
+		w.spawn(func() { w.run(w.ctx, f) })
 	}
 	sc, err := w.file.SyscallConn()
 	if err != nil {
@@ -80,96 +108,137 @@ func (w *oomWatcher) add(id, bundle, cgroupsPath string) error {
 	}); err != nil {
 		return err
 	}
+	if errors.Is(addErr, unix.ENOENT) {
+		return fmt.Errorf("watch %s: %w", file, errdefs.ErrNotFound) // the cgroup is gone
+	}
 	if addErr != nil {
 		return fmt.Errorf("watch %s: %w", file, addErr)
 	}
-	w.mu.Lock()
-	w.byWD[int32(wd)] = oomWatch{id: id, bundle: bundle, cgroupsPath: cgroupsPath}
-	w.byID[id] = int32(wd)
-	w.mu.Unlock()
+	w.byWD[int32(wd)] = watch
+	w.byID[watch.id] = int32(wd)
 	return nil
 }
 
 // remove stops watching the container's cgroup, if it was watched.
 func (w *oomWatcher) remove(id string) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	wd, ok := w.byID[id]
-	delete(w.byID, id)
-	delete(w.byWD, wd)
-	w.mu.Unlock()
 	if !ok {
 		return
 	}
+	delete(w.byID, id)
+	delete(w.byWD, wd)
 	if sc, err := w.file.SyscallConn(); err == nil {
 		// EINVAL: the kernel dropped the watch with the cgroup already.
 		_ = sc.Control(func(fd uintptr) { _, _ = unix.InotifyRmWatch(int(fd), uint32(wd)) })
 	}
 }
 
-// run reads events until the watcher is closed, calling oom for each
-// container whose counter is above zero.
-func (w *oomWatcher) run(ctx context.Context, oom func(ctx context.Context, id, bundle string)) {
+// check reads the container's counter and reports a kill.
+func (w *oomWatcher) check(ctx context.Context, watch oomWatch) {
+	kills, err := w.counter.OOMKills(watch.cgroupsPath)
+	if err != nil {
+		if !errdefs.IsNotFound(err) {
+			log.G(ctx).Warn("read OOM kills of container cgroup", "containerid", watch.id, "error", err)
+		}
+		return
+	}
+	if kills > 0 {
+		w.oom(ctx, watch.id, watch.bundle)
+	}
+}
+
+// run reads events from f until it is closed.
+func (w *oomWatcher) run(ctx context.Context, f *os.File) {
 	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
 	for {
-		n, err := w.file.Read(buf)
+		n, err := f.Read(buf)
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
 				log.G(ctx).Error("oom watcher stopped", "error", err)
 			}
 			return
 		}
+		var due []oomWatch
+		w.mu.Lock()
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafePointer(buf[off:]))
 			off += unix.SizeofInotifyEvent + int(ev.Len)
-			w.mu.Lock()
+			if ev.Mask&unix.IN_Q_OVERFLOW != 0 { // events were lost: look at every counter
+				for _, watch := range w.byWD {
+					due = append(due, watch)
+				}
+				continue
+			}
 			watch, ok := w.byWD[ev.Wd]
-			if ev.Mask&unix.IN_IGNORED != 0 && ok { // the cgroup is gone
+			if !ok {
+				continue
+			}
+			if ev.Mask&unix.IN_IGNORED != 0 { // the cgroup is gone
 				delete(w.byWD, ev.Wd)
 				if w.byID[watch.id] == ev.Wd {
 					delete(w.byID, watch.id)
 				}
-			}
-			w.mu.Unlock()
-			if !ok || ev.Mask&unix.IN_MODIFY == 0 {
 				continue
 			}
-			kills, err := w.counter.OOMKills(watch.cgroupsPath)
-			if err != nil {
-				if !errdefs.IsNotFound(err) {
-					log.G(ctx).Warn("read OOM kills of container cgroup", "containerid", watch.id, "error", err)
-				}
-				continue
+			if ev.Mask&unix.IN_MODIFY != 0 {
+				due = append(due, watch)
 			}
-			if kills > 0 {
-				oom(ctx, watch.id, watch.bundle)
-			}
+		}
+		w.mu.Unlock()
+		for _, watch := range due {
+			w.check(ctx, watch)
 		}
 	}
 }
 
-func (w *oomWatcher) close() error { return w.file.Close() }
+func (w *oomWatcher) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	if w.file == nil {
+		return nil
+	}
+	return w.file.Close()
+}
 
 // recordOOM notes that the kernel OOM-killed a process of container id: it
-// writes the bundle's "oom" file, which outlives a restart of crid, and
-// turns an exit already handled without that knowledge into OOMKilled.
+// writes the bundle's "oom" file (conmon's witness, which handleExitLocked
+// reads and which outlives a restart of crid) and, on a goroutine of its
+// own so that a container busy stopping holds up no other, turns an exit
+// already handled without that knowledge into OOMKilled.
 func (m *Manager) recordOOM(ctx context.Context, id, bundle string) {
 	f := filepath.Join(bundle, "oom")
-	if fileExists(f) {
-		return
-	}
-	if err := os.WriteFile(f, nil, 0o600); err != nil {
-		if !errors.Is(err, os.ErrNotExist) { // the bundle was removed
-			log.G(ctx).Warn("record OOM kill", "containerid", id, "error", err)
+	if !fileExists(f) {
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			if !errors.Is(err, os.ErrNotExist) { // else the bundle was removed
+				log.G(ctx).Warn("record OOM kill", "containerid", id, "error", err)
+			}
+			return
 		}
-		return
+		log.G(ctx).Info("container cgroup counted an OOM kill", "containerid", id)
 	}
-	log.G(ctx).Info("container cgroup counted an OOM kill", "containerid", id)
 	c := m.lookup(id)
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if rec := c.rec.Load(); rec.State == StateExited && rec.Reason == ReasonOOMKilled {
+		return
+	}
+	m.workers.Add(1)
+	go func() {
+		defer m.workers.Done()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		// Under c.mu: an exit not handled yet will see the file.
+		m.markOOMKilledLocked(ctx, c)
+	}()
+}
+
+// markOOMKilledLocked makes an Exited container's reason OOMKilled.
+// Precondition: c.mu held.
+func (m *Manager) markOOMKilledLocked(ctx context.Context, c *Container) {
 	rec := c.rec.Load()
 	if c.removed || rec.State != StateExited || rec.Reason == ReasonOOMKilled {
 		return

@@ -77,6 +77,11 @@ func (m *Manager) recoverOne(ctx context.Context, id, bundle string) (exited *Re
 	switch {
 	case rec.State == StateExited:
 		close(c.exited)
+		// An OOM noticed after the exit was handled, by a crid that
+		// stopped before it corrected the record.
+		if fileExists(filepath.Join(bundle, "oom")) {
+			m.markOOMKilledLocked(ctx, c)
+		}
 	case m.handleExitLocked(ctx, c):
 		exited = c.rec.Load().clone()
 	case rec.State != StateUnknown:

@@ -104,40 +104,7 @@ func TestSystemdOOMKilled(t *testing.T) {
 	reader := cgroupmgr.NewReader(cgroupmgr.Systemd)
 	m := e.manager(func(o *Options) { o.OOM = reader })
 	defer m.Close()
-	ctx := context.Background()
-	limit := int64(32 << 20)
-	hog := "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"
-	config := func(name, script string) CreateConfig {
-		cfg := e.config(name, "sh", "-c", script)
-		cfg.Spec.Linux.CgroupsPath = "crid_test.slice:crid:" + e.cgPrefix + "-" + name
-		cfg.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
-		return cfg
-	}
-
-	cfg := config("survivor", "("+hog+"); echo child $?; sleep 1000")
-	rec, err := m.Create(ctx, cfg)
-	require.NoError(t, err)
-	require.NoError(t, m.Start(ctx, rec.ID))
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(fullLines(readLog(t, rec.LogPath), "stdout")) == 0 {
-		require.True(t, time.Now().Before(deadline), "the hog never died")
-		time.Sleep(50 * time.Millisecond)
-	}
-	assert.Equal(t, []string{"child 137"}, fullLines(readLog(t, rec.LogPath), "stdout"))
-	n, err := reader.OOMKills(cfg.Spec.Linux.CgroupsPath)
-	require.NoError(t, err)
-	assert.Positive(t, n, "oom_kill counted in the scope of %s", cfg.Spec.Linux.CgroupsPath)
-	require.NoError(t, m.Stop(ctx, rec.ID, 0, 0))
-	require.NoError(t, m.Remove(ctx, rec.ID))
-
-	rec, err = m.Create(ctx, config("victim", hog))
-	require.NoError(t, err)
-	require.NoError(t, m.Start(ctx, rec.ID))
-	ctxW, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	r, err := m.Wait(ctxW, rec.ID)
-	require.NoError(t, err)
-	assert.EqualValues(t, 137, r.ExitCode)
-	assert.Equal(t, ReasonOOMKilled, r.Reason)
-	require.NoError(t, m.Remove(ctx, rec.ID))
+	runOOMScenarios(t, e, m, reader, func(name string) string {
+		return "crid_test.slice:crid:" + e.cgPrefix + "-" + name
+	})
 }
