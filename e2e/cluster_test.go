@@ -153,6 +153,7 @@ func startCluster(t *testing.T, e *rtEnv) *cluster {
 		// service; no pod here uses it.
 		"--endpoint-reconciler-type=none",
 		"--kubelet-preferred-address-types=InternalIP",
+		"--feature-gates=VolumeBindMountOptions=true",
 		"--profiling=false")
 	c.procs = append(c.procs, api)
 	c.waitHTTP(t, api, fmt.Sprintf("https://127.0.0.1:%d/readyz", apiPort), adminToken, 2*time.Minute)
@@ -331,6 +332,7 @@ spec:
     volumeMounts:
     - name: scratch
       mountPath: /scratch
+      bindMountOptions: ["noexec"]
     - name: cfg
       mountPath: /cfg
   volumes:
@@ -521,6 +523,24 @@ func TestOneNodeCluster(t *testing.T) {
 		c.waitRunning(t, "features")
 		require.Equal(t, "crid-scratch\n", inPod(t, "features", "sh", "-c", "echo crid-scratch > /scratch/f && cat /scratch/f"))
 		require.Contains(t, inPod(t, "features", "cat", "/proc/mounts"), " /scratch ")
+	})
+
+	t.Run("bind-mount-options", func(t *testing.T) {
+		// bindMountOptions (alpha, gate on in this cluster) reach crid
+		// as CRI mount_options only because crid advertises them.
+		c.waitRunning(t, "features")
+		mounts := inPod(t, "features", "cat", "/proc/mounts")
+		flags := func(dst string) []string {
+			for _, line := range strings.Split(mounts, "\n") {
+				if f := strings.Fields(line); len(f) > 3 && f[1] == dst {
+					return strings.Split(f[3], ",")
+				}
+			}
+			t.Fatalf("%s not mounted:\n%s", dst, mounts)
+			return nil
+		}
+		require.Contains(t, flags("/scratch"), "noexec")
+		require.NotContains(t, flags("/cfg"), "noexec", "a volume without bindMountOptions")
 	})
 
 	t.Run("configmap-volume", func(t *testing.T) {

@@ -219,6 +219,8 @@ resolvConf: /etc/resolv.conf
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {}
+featureGates:
+  VolumeBindMountOptions: true
 `, k.manifests, "unix://"+e.d.sock, address, k.port, k.healthz, e.cgParent, k.podLogs)
 }
 
