@@ -895,16 +895,22 @@ func TestOOMWatcher(t *testing.T) {
 
 	// The kernel's notice after the exit was handled: the reason is fixed,
 	// also when conmon wrote its "oom" file late too.
-	for _, conmonToo := range []bool{false, true} {
+	// exitedWithError runs a container that exits 3 while the counter
+	// reads 0, and returns it once its exit is handled.
+	exitedWithError := func(name string) Record {
 		oom.set(0, nil)
-		rec, err = m.Create(ctx, e.config(fmt.Sprintf("late-%v", conmonToo), "sh", "-c", "exit 3"))
+		rec, err := m.Create(ctx, e.config(name, "sh", "-c", "exit 3"))
 		require.NoError(t, err)
 		require.NoError(t, m.Start(ctx, rec.ID))
 		ctxW, cancel := context.WithTimeout(ctx, time.Minute)
-		r, err = m.Wait(ctxW, rec.ID)
-		cancel()
+		defer cancel()
+		r, err := m.Wait(ctxW, rec.ID)
 		require.NoError(t, err)
 		require.Equal(t, ReasonError, r.Reason)
+		return r
+	}
+	for _, conmonToo := range []bool{false, true} {
+		rec = exitedWithError(fmt.Sprintf("late-%v", conmonToo))
 		if conmonToo {
 			require.NoError(t, os.WriteFile(filepath.Join(rec.Bundle, "oom"), nil, 0o600))
 		}
@@ -919,15 +925,7 @@ func TestOOMWatcher(t *testing.T) {
 
 	// A crid that stopped between the witness and the record: the next one
 	// corrects the record from the witness.
-	oom.set(0, nil)
-	rec, err = m.Create(ctx, e.config("crashed", "sh", "-c", "exit 3"))
-	require.NoError(t, err)
-	require.NoError(t, m.Start(ctx, rec.ID))
-	ctxW, cancel := context.WithTimeout(ctx, time.Minute)
-	r, err = m.Wait(ctxW, rec.ID)
-	cancel()
-	require.NoError(t, err)
-	require.Equal(t, ReasonError, r.Reason)
+	rec = exitedWithError("crashed")
 	require.NoError(t, m.Close())
 	require.NoError(t, os.WriteFile(filepath.Join(rec.Bundle, "oom"), nil, 0o600))
 	m = e.manager(func(o *Options) { o.OOM = oom })
