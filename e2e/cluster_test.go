@@ -384,6 +384,22 @@ spec:
   volumes:
   - name: state
     emptyDir: {}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hog
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: hog
+    image: IMAGE
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"]
+    resources:
+      limits:
+        memory: 32Mi
 `
 
 func TestOneNodeCluster(t *testing.T) {
@@ -590,6 +606,19 @@ func TestOneNodeCluster(t *testing.T) {
 			}
 			t.Logf("restartCount %d: previous %q, current %q", r, prev, cur)
 			return true, ""
+		})
+	})
+
+	t.Run("oom-killed", func(t *testing.T) {
+		// What kubectl shows for a container over its memory limit comes
+		// from crid's ContainerStatus reason.
+		const f = "{.status.phase} {.status.containerStatuses[0].state.terminated.exitCode} {.status.containerStatuses[0].state.terminated.reason}"
+		c.waitFor(t, "pod hog OOM-killed", 3*time.Minute, func() (bool, string) {
+			out, err := c.podField("hog", f)
+			if err != nil {
+				return false, err.Error()
+			}
+			return out == "Failed 137 OOMKilled", out
 		})
 	})
 

@@ -252,3 +252,26 @@ func TestMountOptions(t *testing.T) {
 		require.ErrorContains(t, err, bad)
 	}
 }
+
+// TestOOMKilledReason: a container whose process outgrows its memory limit
+// is reported through the CRI as kubelet reads it: exited 137, reason
+// OOMKilled, and a sibling that exits on its own as Completed.
+func TestOOMKilledReason(t *testing.T) {
+	e := newRuntimeEnv(t)
+	pod := e.podConfig("oom", nil)
+	podID := e.runPod(t, pod)
+
+	cfg := e.ctrConfig(pod, "hog", "sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)")
+	// Swap limited to the memory limit too, should the node have swap.
+	cfg.Linux.Resources = &runtime.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, MemorySwapLimitInBytes: 32 << 20}
+	hog := e.create(t, podID, pod, cfg)
+	e.start(t, hog)
+	quiet := e.run(t, podID, pod, "quiet", "true")
+
+	st := e.waitState(t, hog, runtime.ContainerState_CONTAINER_EXITED, 2*time.Minute)
+	require.EqualValues(t, 137, st.GetExitCode())
+	require.Equal(t, "OOMKilled", st.GetReason())
+	st = e.waitState(t, quiet, runtime.ContainerState_CONTAINER_EXITED, time.Minute)
+	require.EqualValues(t, 0, st.GetExitCode())
+	require.Equal(t, "Completed", st.GetReason())
+}
