@@ -224,7 +224,7 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (Result, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if derr := m.teardownLocked(dctx, pod, l); derr != nil {
-			log.G(ctx).Warn("deleting a failed CNI attachment failed; GC retries at start", "podsandboxid", pod.ID, "error", derr)
+			log.G(ctx).Warn("deleting a failed CNI attachment failed; the caller must retry the DEL", "podsandboxid", pod.ID, "error", derr)
 			err = errors.Join(err, derr)
 		}
 		return Result{}, err

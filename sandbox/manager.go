@@ -46,6 +46,9 @@ type entry struct {
 	// <-created.
 	created   chan struct{}
 	createErr error
+	// kept: the creation failed but left the pod attached to the pod
+	// network, so the entry is listed NotReady for Stop to retry the DEL.
+	kept bool
 
 	// mu is the lifecycle lock (Stop, Remove, WithReady). It guards the
 	// fields below.

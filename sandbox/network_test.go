@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -218,7 +219,11 @@ func TestNetworkSetupFailureRollsBack(t *testing.T) {
 
 	setups, teardowns := fn.calls()
 	require.Len(t, setups, 1)
-	require.Empty(t, teardowns, "a failing Setup deleted what it set up")
+	// A chain that failed half-way may hold an address: the rollback
+	// detaches too, while the netns is pinned.
+	require.Len(t, teardowns, 1)
+	require.True(t, teardowns[0].sb.NetworkAttached)
+	require.True(t, teardowns[0].netnsPinned)
 	requireStateDirEmpty(t, stateDir)
 	require.Empty(t, m.List(Filter{}))
 	m.mu.RLock()
@@ -234,7 +239,65 @@ func TestNetworkSetupFailureRollsBack(t *testing.T) {
 	require.Equal(t, "10.9.0.5", sb.IP)
 	setups, teardowns = fn.calls()
 	require.Len(t, setups, 2)
-	require.Empty(t, teardowns)
+	require.Len(t, teardowns, 1)
+}
+
+// TestNetworkRollbackTeardownFailsKeepsSandbox: when a Run fails and its
+// rollback cannot detach the pod either, nothing else would ever free what
+// the plugins hold (libcni caches only completed ADDs). The sandbox stays,
+// NotReady and attached with its netns pinned, without holding the name:
+// the retry creates a new one, and Stop/Remove (kubelet's GC) retry the
+// DEL, also after a restart of crid.
+func TestNetworkRollbackTeardownFailsKeepsSandbox(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			m, stateDir, fn := newNetManager(t)
+			ctx := context.Background()
+			cfg := podConfig("keep")
+			fn.failSetup(1)
+			fn.failTeardown(1)
+			_, err := m.Run(ctx, cfg)
+			require.ErrorIs(t, err, errSetup)
+
+			list := m.List(Filter{})
+			require.Len(t, list, 1)
+			kept := list[0]
+			require.Equal(t, StateNotReady, kept.State)
+			require.True(t, kept.NetworkAttached)
+			require.Zero(t, kept.PausePID, "the pause process was killed")
+			require.True(t, isPinned(kept.NetNSPath), "pinned for the DEL's retry")
+			rec := record(t, stateDir, kept.ID)
+			require.Equal(t, StateNotReady, rec.State)
+			require.True(t, rec.NetworkAttached)
+
+			sb := run(t, m, cfg)
+			require.NotEqual(t, kept.ID, sb.ID, "the failed one does not hold the name")
+			require.Equal(t, StateReady, sb.State)
+
+			if restart {
+				m, fn = newNetManagerOn(t, stateDir)
+				got, err := m.Get(kept.ID)
+				require.NoError(t, err)
+				require.Equal(t, StateNotReady, got.State)
+				require.True(t, got.NetworkAttached)
+			}
+			require.NoError(t, m.Stop(ctx, kept.ID))
+			_, teardowns := fn.calls()
+			require.NotEmpty(t, teardowns)
+			last := teardowns[len(teardowns)-1]
+			require.Equal(t, kept.ID, last.sb.ID)
+			require.True(t, last.netnsPinned, "the retried DEL runs in the pinned netns")
+			require.False(t, isPinned(kept.NetNSPath), "released once detached")
+			require.NoError(t, m.Remove(ctx, kept.ID))
+			require.NoDirExists(t, filepath.Join(stateDir, kept.ID))
+			got, err := m.Get(sb.ID)
+			require.NoError(t, err)
+			require.Equal(t, StateReady, got.State, "the retry's sandbox is untouched")
+			require.NoError(t, m.Stop(ctx, sb.ID))
+			require.NoError(t, m.Remove(ctx, sb.ID))
+			requireStateDirEmpty(t, stateDir)
+		})
+	}
 }
 
 // TestNetworkRollbackAfterSetup: when a step after a successful Setup
@@ -289,6 +352,7 @@ func TestNetworkTeardownOnStop(t *testing.T) {
 	require.Equal(t, sb.NetNSPath, c.sb.NetNSPath)
 	require.False(t, c.pauseAlive, "the pause process is gone before the teardown")
 	require.True(t, c.netnsPinned, "the netns is still pinned during the teardown")
+	require.Equal(t, StateStopping, c.record.State, "on disk before the teardown: a crash now recovers NotReady")
 
 	got, err := m.Get(sb.ID)
 	require.NoError(t, err)
@@ -432,9 +496,10 @@ func TestNetworkRecoverCreated(t *testing.T) {
 	require.NotEqual(t, crashed.ID, sb.ID)
 }
 
-// TestNetworkRecoverCreatedTeardownFails: a failed teardown of an
-// unfinished Run does not keep its record: the network's own GC at start
-// gets the attachment.
+// TestNetworkRecoverCreatedTeardownFails: when the teardown of an
+// unfinished Run fails at recovery, the record is kept NotReady and
+// attached with its netns pinned (libcni has no cache of an interrupted
+// ADD, so no GC would free its address); Stop retries the DEL.
 func TestNetworkRecoverCreatedTeardownFails(t *testing.T) {
 	m, stateDir, fn := newNetManager(t)
 	sb := run(t, m, podConfig("crashed"))
@@ -447,7 +512,20 @@ func TestNetworkRecoverCreatedTeardownFails(t *testing.T) {
 	require.NoError(t, err, "a bad record never fails New")
 	_, teardowns := fn2.calls()
 	require.Len(t, teardowns, 1)
-	require.Empty(t, m2.List(Filter{}))
+	require.False(t, pauseAlive(sb.PausePID, sb.PauseStartTime), "its pause process was killed")
+	got, err := m2.Get(sb.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateNotReady, got.State)
+	require.True(t, got.NetworkAttached)
+	require.Zero(t, got.PausePID)
+	require.True(t, isPinned(got.NetNSPath), "pinned for the DEL's retry")
+	require.Equal(t, StateNotReady, record(t, stateDir, sb.ID).State)
+
+	require.NoError(t, m2.Stop(context.Background(), sb.ID))
+	_, teardowns = fn2.calls()
+	require.Len(t, teardowns, 2)
+	require.True(t, teardowns[1].netnsPinned)
+	require.NoError(t, m2.Remove(context.Background(), sb.ID))
 	requireStateDirEmpty(t, stateDir)
 }
 
@@ -538,4 +616,18 @@ func TestNetworkTeardownContextNotCancelled(t *testing.T) {
 	}
 	require.False(t, record(t, stateDir, stopped.ID).NetworkAttached)
 	require.Empty(t, mountsUnder(t, stateDir))
+}
+
+// TestRemoveDirFinishesEarlierAttempt: a Remove whose delete failed after
+// the rename leaves ".removing-<id>"; the retry, finding no dir to rename,
+// deletes that instead of reporting success over it.
+func TestRemoveDirFinishesEarlierAttempt(t *testing.T) {
+	stateDir := t.TempDir()
+	dir := filepath.Join(stateDir, "abc")
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o700))
+	gone := filepath.Join(stateDir, removingPrefix+"abc")
+	require.NoError(t, os.Rename(dir, gone))
+	require.NoError(t, removeDir(dir))
+	require.NoDirExists(t, gone)
+	require.NoError(t, removeDir(dir), "and again: nothing left is not an error")
 }

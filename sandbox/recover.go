@@ -58,15 +58,25 @@ func (m *Manager) recoverOne(ctx context.Context, dir string) {
 		err = fmt.Errorf("checkpoint of %s names sandbox %s", id, sb.ID)
 	}
 	if err == nil && sb.State == StateCreated {
-		err = fmt.Errorf("sandbox creation never finished")
 		if sb.PausePID != 0 {
 			if kerr := killRecovered(ctx, sb.PausePID, sb.PauseStartTime); kerr != nil {
 				log.G(ctx).Warn("killing pause process of unfinished sandbox failed", "podsandboxid", id, "error", kerr)
 			}
 		}
-		// Failing here leaves the attachment to the network's own GC.
 		if nerr := m.teardownNetwork(ctx, sb); nerr != nil {
-			log.G(ctx).Warn("tearing down the network of an unfinished sandbox failed", "podsandboxid", id, "error", nerr)
+			// libcni caches only completed ADDs, so no GC would find what
+			// an interrupted one holds: keep the sandbox, NotReady and
+			// attached with its netns pinned, for Stop and Remove to retry
+			// the DEL (as Run does when its rollback cannot detach).
+			log.G(ctx).Warn("tearing down the network of an unfinished sandbox failed: kept NotReady, Stop and Remove retry",
+				"podsandboxid", id, "error", nerr)
+			sb.State = StateNotReady
+			sb.PausePID, sb.PauseStartTime, sb.PIDNSPath = 0, 0, ""
+			if werr := writeCheckpoint(dir, sb); werr != nil {
+				log.G(ctx).Warn("persisting NotReady state failed", "podsandboxid", id, "error", werr)
+			}
+		} else {
+			err = fmt.Errorf("sandbox creation never finished")
 		}
 	}
 	if err != nil {

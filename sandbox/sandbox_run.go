@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/crid-dev/crid/internal/cleanup"
+	"github.com/crid-dev/crid/internal/log"
 	"github.com/crid-dev/crid/internal/mount"
 )
 
@@ -111,6 +112,11 @@ func (m *Manager) create(ctx context.Context, e *entry, cfg Config) {
 	if err != nil {
 		e.createErr = fmt.Errorf("run sandbox %s: %w", key, err)
 		delete(m.names, key)
+		if e.kept {
+			// Listed NotReady (not holding the name: a retry creates anew)
+			// so that kubelet's GC stops and removes it.
+			m.sandboxes[e.id] = e
+		}
 	} else {
 		m.sandboxes[e.id] = e
 	}
@@ -121,6 +127,18 @@ func (m *Manager) create(ctx context.Context, e *entry, cfg Config) {
 // build acquires everything a Ready sandbox holds, releasing it all if a
 // step fails. Precondition: e is reserved and not yet visible to Get.
 func (m *Manager) build(ctx context.Context, e *entry, cfg Config) error {
+	// kept is set when the rollback could not detach the pod from the pod
+	// network: the plugins may hold an address that nothing else would
+	// ever free (libcni caches only attachments that completed, so GC does
+	// not know it). The sandbox then stays, NotReady with its network
+	// namespace pinned and NetworkAttached, for Stop and Remove (kubelet's
+	// sandbox GC) to retry the DEL. Runs after cu's rollback.
+	var kept *Sandbox
+	defer func() {
+		if kept != nil {
+			e.keepFailed(ctx, kept)
+		}
+	}()
 	cu := cleanup.New(ctx)
 	defer cu.Run()
 
@@ -156,7 +174,12 @@ func (m *Manager) build(ctx context.Context, e *entry, cfg Config) error {
 	if err := os.Mkdir(e.dir, 0o700); err != nil {
 		return fmt.Errorf("create sandbox dir: %w", err)
 	}
-	cu.Add("remove sandbox dir "+e.dir, func(context.Context) error { return removeDir(e.dir) })
+	cu.Add("remove sandbox dir "+e.dir, func(context.Context) error {
+		if kept != nil {
+			return nil
+		}
+		return removeDir(e.dir)
+	})
 	// Recorded first, as Created, so that a crash from here on leaves a
 	// record that recovery rolls back.
 	if err := writeCheckpoint(e.dir, sb); err != nil {
@@ -166,12 +189,22 @@ func (m *Manager) build(ctx context.Context, e *entry, cfg Config) error {
 		return err
 	}
 	if ns.IPC.isPod() {
-		cu.Add("unmount shm", func(context.Context) error { return mount.Unmount(sb.ShmPath) })
+		cu.Add("unmount shm", func(context.Context) error {
+			if kept != nil {
+				return nil // Stop unmounts it
+			}
+			return mount.Unmount(sb.ShmPath)
+		})
 		if err := mountShm(sb.ShmPath); err != nil {
 			return err
 		}
 	}
-	cu.Add("release namespaces", func(context.Context) error { return releaseNamespaces(sb) })
+	cu.Add("release namespaces", func(context.Context) error {
+		if kept != nil {
+			return nil // the netns stays pinned for the DEL that Stop retries
+		}
+		return releaseNamespaces(sb)
+	})
 	err = createNamespaces(nsSetup{
 		net: sb.NetNSPath != "", ipc: sb.IPCNSPath != "", uts: sb.UTSNSPath != "",
 		netPath: sb.NetNSPath, ipcPath: sb.IPCNSPath, utsPath: sb.UTSNSPath,
@@ -191,7 +224,7 @@ func (m *Manager) build(ctx context.Context, e *entry, cfg Config) error {
 		sb.PIDNSPath = fmt.Sprintf("/proc/%d/ns/pid", p.pid)
 	}
 	if sb.NetNSPath != "" && m.network != nil {
-		if err := m.setupNetwork(ctx, cu, e.dir, sb); err != nil {
+		if err := m.setupNetwork(ctx, cu, e.dir, sb, func() { kept = sb }); err != nil {
 			return err
 		}
 	}
@@ -209,17 +242,25 @@ func (m *Manager) build(ctx context.Context, e *entry, cfg Config) error {
 
 // setupNetwork attaches sb to the pod network and records its IPs. The
 // record says "attached" on disk before the plugins run, so a crash
-// during the attachment is undone by recovery.
-func (m *Manager) setupNetwork(ctx context.Context, cu *cleanup.Cleanup, dir string, sb *Sandbox) error {
+// during the attachment is undone by recovery. A failure from here on is
+// rolled back with a DEL, also when the ADD itself failed (a chain that
+// failed half-way may hold an address); if that DEL fails, keep is called.
+func (m *Manager) setupNetwork(ctx context.Context, cu *cleanup.Cleanup, dir string, sb *Sandbox, keep func()) error {
 	sb.NetworkAttached = true
 	if err := writeCheckpoint(dir, sb); err != nil {
 		return err
 	}
+	cu.Add("tear down pod network", func(ctx context.Context) error {
+		if err := m.teardownNetwork(ctx, sb); err != nil {
+			keep()
+			return err
+		}
+		return nil
+	})
 	ips, err := m.network.Setup(ctx, sb.clone())
 	if err != nil {
 		return fmt.Errorf("set up pod network: %w", err)
 	}
-	cu.Add("tear down pod network", func(ctx context.Context) error { return m.teardownNetwork(ctx, sb) })
 	if len(ips) == 0 {
 		return errors.New("pod network gave the pod no IP")
 	}
@@ -261,10 +302,13 @@ func removeDir(dir string) error {
 	}
 	gone := filepath.Join(filepath.Dir(dir), removingPrefix+filepath.Base(dir))
 	if err := os.Rename(dir, gone); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rename sandbox dir aside: %w", err)
 		}
-		return fmt.Errorf("rename sandbox dir aside: %w", err)
+		// Renamed by an earlier attempt whose delete failed: finish it.
+		if err := unmountUnder(gone); err != nil {
+			return err
+		}
 	}
 	if err := os.RemoveAll(gone); err != nil {
 		return fmt.Errorf("remove sandbox dir: %w", err)
@@ -273,3 +317,20 @@ func removeDir(dir string) error {
 }
 
 const removingPrefix = ".removing-"
+
+// keepFailed records a sandbox whose creation failed with the pod still
+// attached to the pod network (build's rollback could not DEL it): NotReady,
+// NetworkAttached. Precondition: e is not shared yet.
+func (e *entry) keepFailed(ctx context.Context, sb *Sandbox) {
+	sb.State = StateNotReady
+	sb.NetworkAttached = true
+	sb.PausePID, sb.PauseStartTime, sb.PIDNSPath = 0, 0, "" // killed by the rollback
+	e.pause = nil
+	log.G(ctx).Warn("sandbox creation failed and its network could not be detached: kept NotReady, Stop and Remove retry",
+		"podsandboxid", e.id)
+	if err := writeCheckpoint(e.dir, sb); err != nil {
+		log.G(ctx).Warn("persist sandbox kept for a network teardown retry", "podsandboxid", e.id, "error", err)
+	}
+	e.sb = *sb
+	e.kept = true
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/crid-dev/crid/internal/log"
 	"github.com/crid-dev/crid/internal/mount"
 )
 
@@ -38,9 +39,13 @@ func (m *Manager) Stop(ctx context.Context, idOrPrefix string) error {
 // Precondition: e.mu held.
 func (e *entry) stopLocked(ctx context.Context, m *Manager) error {
 	if e.state() == StateReady {
-		// Not persisted: a crash while Stopping recovers as NotReady since
-		// the teardown has begun.
-		_ = e.setStateLocked(StateStopping, false /* persist */)
+		// Persisted before anything is torn down: a crash after the DEL
+		// but before the namespaces are released (a pod without a pause
+		// process looks intact then) recovers NotReady, not Ready with an
+		// address IPAM may already have given to another pod.
+		if err := e.setStateLocked(StateStopping, true /* persist */); err != nil {
+			log.G(ctx).Warn("persisting Stopping state failed", "podsandboxid", e.id, "error", err)
+		}
 	}
 	sb := e.snapshot()
 	var errs []error
