@@ -84,6 +84,8 @@ type Container struct {
 	runtimeGone chan struct{}
 	// runtimeDeleted is set by that release when it succeeded.
 	runtimeDeleted atomic.Bool
+	// oomPending: a recordOOM correction is waiting for mu.
+	oomPending atomic.Bool
 }
 
 // reservation holds a container name while its container is created.
@@ -867,11 +869,14 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if m.oomWatch != nil {
 		m.oomWatch.remove(rec.ID)
 	}
-	if err := removeBundle(rec.Bundle); err != nil {
-		return fmt.Errorf("remove container %s: %w", rec.ID, err)
-	}
+	// The leftovers outside the bundle go first: recovery only finds
+	// containers by their bundles, so a crash in between must not leave
+	// them without one.
 	if err := m.removeLeftovers(rec.ID); err != nil {
 		log.G(ctx).Warn("remove container leftovers", "containerid", rec.ID, "error", err)
+	}
+	if err := removeBundle(rec.Bundle); err != nil {
+		return fmt.Errorf("remove container %s: %w", rec.ID, err)
 	}
 	c.removed = true
 	m.mu.Lock()

@@ -226,11 +226,15 @@ func (m *Manager) recordOOM(ctx context.Context, id, bundle string) {
 	if rec := c.rec.Load(); rec.State == StateExited && rec.Reason == ReasonOOMKilled {
 		return
 	}
+	if !c.oomPending.CompareAndSwap(false, true) {
+		return // one correction at a time per container: it reads the latest record
+	}
 	m.workers.Add(1)
 	go func() {
 		defer m.workers.Done()
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		c.oomPending.Store(false)
 		// Under c.mu: an exit not handled yet will see the file.
 		m.markOOMKilledLocked(ctx, c)
 	}()
