@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/internal/mount"
@@ -953,4 +954,52 @@ func TestOOMWatcher(t *testing.T) {
 	require.Eventually(t, func() bool { return fileExists(filepath.Join(rec2.Bundle, "oom")) }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, m.Remove(ctx, rec.ID))
 	require.NoError(t, m.Remove(ctx, rec2.ID))
+}
+
+// TestRescanExits: exits whose inotify events were lost (the queue
+// overflowed) are found by rescanExits, which the watcher runs on
+// IN_Q_OVERFLOW.
+func TestRescanExits(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var exited []string
+	m := e.manager(func(o *Options) {
+		o.OnExit = func(r Record) {
+			mu.Lock()
+			defer mu.Unlock()
+			exited = append(exited, r.ID)
+		}
+	})
+	defer m.Close()
+	ctx := context.Background()
+	rec := e.run(ctx, m, "lost", "sleep", "1000")
+	other := e.run(ctx, m, "running", "sleep", "1000")
+
+	// Lose every later event: drop the exit dir's watch (the first).
+	sc, err := m.watch.SyscallConn()
+	require.NoError(t, err)
+	require.NoError(t, sc.Control(func(fd uintptr) {
+		_, err = unix.InotifyRmWatch(int(fd), 1)
+	}))
+	require.NoError(t, err)
+	require.NoError(t, unix.Kill(rec.Pid, unix.SIGKILL))
+	require.Eventually(t, func() bool { return m.exitedNow(rec.ID) }, 10*time.Second, 10*time.Millisecond, "conmon wrote the exit file")
+	time.Sleep(100 * time.Millisecond) // what a watcher would have done by now
+	r, err := m.Get(rec.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateRunning, r.State, "the exit went unseen")
+
+	m.rescanExits(ctx)
+	r, err = m.Get(rec.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateExited, r.State)
+	assert.EqualValues(t, 137, r.ExitCode)
+	r, err = m.Get(other.ID)
+	require.NoError(t, err)
+	assert.Equal(t, StateRunning, r.State, "a running container stays running")
+	mu.Lock()
+	assert.Equal(t, []string{rec.ID}, exited)
+	mu.Unlock()
+	require.NoError(t, m.Remove(ctx, rec.ID))
+	require.NoError(t, m.Remove(ctx, other.ID))
 }

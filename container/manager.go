@@ -219,6 +219,10 @@ func (m *Manager) watchExits(ctx context.Context) {
 			ev := (*unix.InotifyEvent)(unsafePointer(buf[off:]))
 			nameBytes := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
 			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
+				m.rescanExits(ctx) // events were lost
+				continue
+			}
 			id := strings.TrimRight(string(nameBytes), "\x00")
 			if !validID(id) {
 				continue // conmon's temp files
@@ -233,6 +237,24 @@ func (m *Manager) watchExits(ctx context.Context) {
 }
 
 // processExit records the exit of container id, if it exited.
+// rescanExits looks for the exit file of every container not known to
+// have exited, for when the exit watcher lost events (inotify's queue
+// overflowed).
+func (m *Manager) rescanExits(ctx context.Context) {
+	m.mu.RLock()
+	var ids []string
+	for id, c := range m.containers {
+		if c.rec.Load().State != StateExited {
+			ids = append(ids, id)
+		}
+	}
+	m.mu.RUnlock()
+	log.G(ctx).Warn("exit watcher lost events; looking at every container's exit file", "containers", len(ids))
+	for _, id := range ids {
+		m.processExit(ctx, id)
+	}
+}
+
 func (m *Manager) processExit(ctx context.Context, id string) {
 	c := m.lookup(id)
 	if c == nil {
