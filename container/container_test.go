@@ -71,7 +71,10 @@ func newEnv(t *testing.T) *env {
 	conmonPath, _ := exec.LookPath("conmon")
 	// The handler keeps the name "runc" whatever the binary: Manager
 	// options below refer to it.
-	e.rt = Runtime{Name: "runc", Path: runcPath, Root: e.runcRoot, ConmonPath: conmonPath, Type: "oci"}
+	self, err := os.Executable()
+	require.NoError(t, err)
+	e.rt = Runtime{Name: "runc", Path: runcPath, Root: e.runcRoot, ConmonPath: conmonPath, Type: "oci",
+		ExecWait: []string{self, "exec-wait"}} // TestMain dispatches it
 	buildBusyboxRootfs(t, e.rootfs)
 	t.Cleanup(func() {
 		// Containers a failed test left behind.
@@ -377,6 +380,26 @@ func TestExecSync(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 0, code)
 	assert.Len(t, stdout, MaxExecOutput)
+
+	// A command that leaves a process behind holding its output (as
+	// `sh -c 'daemon &'` in a postStart hook does): its own output and
+	// exit code, well inside a probe's one-second timeout.
+	for _, want := range []int{0, 4} {
+		stdout, stderr, code, err = m.ExecSync(ctx, rec.ID, []string{"sh", "-c", fmt.Sprintf("echo started; echo e >&2; sleep 102 & exit %d", want)}, time.Second)
+		require.NoError(t, err)
+		assert.Equal(t, want, code)
+		assert.Equal(t, "started\n", string(stdout))
+		assert.Equal(t, "e\n", string(stderr))
+	}
+	// Killed by a signal: 128+N, as a shell reports it.
+	_, _, code, err = m.ExecSync(ctx, rec.ID, []string{"sh", "-c", "kill -TERM $$"}, 10*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 143, code)
+	// A command the runtime cannot start: its error, not a hang.
+	_, stderr, code, err = m.ExecSync(ctx, rec.ID, []string{"/no/such/binary"}, 10*time.Second)
+	require.NoError(t, err)
+	assert.NotZero(t, code)
+	assert.Contains(t, string(stderr), "no such file", "the runtime's own message")
 
 	ticks := bootTicks(t)
 	start := time.Now()

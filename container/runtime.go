@@ -34,6 +34,11 @@ type Runtime struct {
 	// SystemdCgroup runs the runtime with --systemd-cgroup: cgroupsPath is
 	// "slice:prefix:name" and systemd creates the scope.
 	SystemdCgroup bool
+	// ExecWait is the command prefix of the ExecSync helper (ExecWaitMain),
+	// e.g. {"/usr/local/bin/crid", "exec-wait"}. Empty: ExecSync runs a
+	// foreground `runtime exec`, which waits for any process the command
+	// leaves behind holding its output.
+	ExecWait []string
 }
 
 // globalArgs are the runtime's global options, before the subcommand.
@@ -313,13 +318,23 @@ func (r Runtime) exec(ctx context.Context, o execOpts) (exitCode int, err error)
 		return -1, fmt.Errorf("write exec process spec: %w", err)
 	}
 
-	args := append(r.globalArgs(), "exec", "--process", specPath, "--pid-file", pidPath, o.ID)
-	cmd := exec.Command(r.Path, args...)
+	var cmd *exec.Cmd
+	if len(r.ExecWait) > 0 {
+		args := append(append(r.ExecWait[1:len(r.ExecWait):len(r.ExecWait)], pidPath, r.Path), r.globalArgs()...)
+		args = append(args, "exec", "--detach", "--process", specPath, "--pid-file", pidPath, o.ID)
+		cmd = exec.Command(r.ExecWait[0], args...)
+		// The helper exits with the command; a process the command left
+		// behind may hold the pipes: Wait gives up on them after the drain
+		// (ErrWaitDelay, which processExitCode reads as success).
+		cmd.WaitDelay = execSyncDrain
+	} else {
+		args := append(r.globalArgs(), "exec", "--process", specPath, "--pid-file", pidPath, o.ID)
+		cmd = exec.Command(r.Path, args...)
+		cmd.WaitDelay = 2 * time.Second
+	}
 	cmd.Stdout = o.Stdout
 	cmd.Stderr = o.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Grandchildren holding the output pipes must not block Wait forever.
-	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		return -1, fmt.Errorf("start %s exec: %w", filepath.Base(r.Path), err)
 	}
@@ -372,8 +387,12 @@ func killExec(runcPid int, pidPath string, done <-chan error) error {
 
 // processExitCode is the exit code of an exec'd process whose Wait failed
 // with an *exec.ExitError, in the shell's convention: 128+N when signal N
-// killed it.
+// killed it. exec.ErrWaitDelay (it exited 0, but a process it left behind
+// kept an output pipe open past the drain) is 0.
 func processExitCode(err error) (int, bool) {
+	if errors.Is(err, exec.ErrWaitDelay) {
+		return 0, true
+	}
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		return 0, false

@@ -184,9 +184,6 @@ func (r Runtime) waitExec(ctx context.Context, id string, runcPid int, pidPath s
 		if code, ok := processExitCode(err); ok {
 			return code, nil
 		}
-		if errors.Is(err, exec.ErrWaitDelay) {
-			return 0, nil // runc exited 0; a grandchild kept an output pipe
-		}
 		return -1, fmt.Errorf("%s exec: %w", filepath.Base(r.Path), err)
 	}
 	return 0, nil

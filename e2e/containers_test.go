@@ -65,6 +65,16 @@ func TestExecSync(t *testing.T) {
 		require.Equal(t, runtime.ContainerState_CONTAINER_RUNNING, e.ctrStatus(t, id).GetState())
 	})
 
+	t.Run("background process holds the output", func(t *testing.T) {
+		// As a postStart hook's `sh -c 'daemon &'` does: the exec returns
+		// when the command exits, well inside a probe's one second.
+		resp, err := e.rt().ExecSync(context.Background(), &runtime.ExecSyncRequest{
+			ContainerId: id, Cmd: []string{"sh", "-c", "sleep 100 & echo started"}, Timeout: 1})
+		require.NoError(t, err)
+		require.Equal(t, "started\n", string(resp.GetStdout()))
+		require.EqualValues(t, 0, resp.GetExitCode())
+	})
+
 	t.Run("not running", func(t *testing.T) {
 		e.stopCtr(t, id, 0)
 		_, err := e.rt().ExecSync(context.Background(), &runtime.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}, Timeout: 5})

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/crid-dev/crid/container"
 	"github.com/crid-dev/crid/sandbox"
 )
 
@@ -25,6 +26,11 @@ func main() {
 	// re-executed: it sleeps and reaps orphans until it is killed.
 	if len(os.Args) == 2 && os.Args[1] == "pause" {
 		sandbox.PauseMain()
+	}
+	// ExecSync's helper: runs a detached runtime exec and waits for the
+	// command as its subreaper.
+	if len(os.Args) > 1 && os.Args[1] == "exec-wait" {
+		container.ExecWaitMain(os.Args[2:])
 	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "crid:", err)
@@ -51,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.listen, "listen", "", "path of the CRI unix socket (overrides listen)")
 	fs.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error (overrides log_level)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: crid [flags]\n       crid config default\n       crid version\n       crid pause (internal: a pod's PID-namespace holder)\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: crid [flags]\n       crid config default\n       crid version\n       crid pause (internal: a pod's PID-namespace holder)\n       crid exec-wait (internal: ExecSync's helper)\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

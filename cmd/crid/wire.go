@@ -246,6 +246,10 @@ func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, [
 	if err != nil {
 		return nil, nil, err
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("find crid's own binary (ExecSync's helper): %w", err)
+	}
 	runtimes := map[string]container.Runtime{}
 	var handlers []server.RuntimeHandler
 	names := make([]string, 0, len(cfg.Runtime.Handlers))
@@ -276,7 +280,8 @@ func newContainerManager(ctx context.Context, cfg Config) (*container.Manager, [
 		rt := container.Runtime{Name: name, Path: path, Root: root, ConmonPath: cfg.Runtime.Conmon, Type: "oci",
 			// The systemd driver's "slice:crid:<id>" paths mean nothing to
 			// the runtime's cgroupfs manager.
-			SystemdCgroup: driver == cgroupmgr.Systemd}
+			SystemdCgroup: driver == cgroupmgr.Systemd,
+			ExecWait:      []string{self, "exec-wait"}}
 		runtimes[name] = rt
 		handlers = append(handlers, probeHandler(ctx, rt))
 	}
