@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -218,13 +219,28 @@ func (r Reader) OOMKills(cgroupsPath string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return r.oomKillsIn(dir)
+}
+
+// ParentOOMKills is OOMKills of the cgroup that holds the one at
+// cgroupsPath (a pod's slice or cgroup): it outlives the container's, and
+// counts the kills in it.
+func (r Reader) ParentOOMKills(cgroupsPath string) (uint64, error) {
+	dir, err := r.Driver.Dir(cgroupsPath)
+	if err != nil {
+		return 0, err
+	}
+	return r.oomKillsIn(filepath.Dir(dir))
+}
+
+func (r Reader) oomKillsIn(dir string) (uint64, error) {
 	file := filepath.Join(r.Root, "memory", dir, "memory.oom_control")
 	if r.V2 {
 		file = filepath.Join(r.Root, dir, "memory.events")
 	}
 	kv, err := readKeyValues(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("cgroup %s: %w", cgroupsPath, errdefs.ErrNotFound)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) { // ENODEV: being removed
+		return 0, fmt.Errorf("cgroup %s: %w", dir, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return 0, err

@@ -135,7 +135,19 @@ func TestOOMKills(t *testing.T) {
 		require.Equal(t, tc.want, n, tc.path)
 	}
 
-	_, err := Reader{Root: root, Driver: Systemd, V2: true}.OOMKills("kubepods.slice:crid:gone")
+	// The parent: the pod's slice or cgroup, which outlives the container's.
+	writeTree(t, root, map[string]string{
+		"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod3.slice/memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 5\n",
+		"memory/kubepods/pod1/memory.oom_control":                                             "oom_kill_disable 0\nunder_oom 0\noom_kill 7\n",
+	})
+	n, err := Reader{Root: root, Driver: Systemd, V2: true}.ParentOOMKills("kubepods-burstable-pod3.slice:crid:gone")
+	require.NoError(t, err)
+	require.EqualValues(t, 5, n)
+	n, err = Reader{Root: root, Driver: Cgroupfs}.ParentOOMKills("/kubepods/pod1/crid-a")
+	require.NoError(t, err)
+	require.EqualValues(t, 7, n)
+
+	_, err = Reader{Root: root, Driver: Systemd, V2: true}.OOMKills("kubepods.slice:crid:gone")
 	require.True(t, errdefs.IsNotFound(err), "%v", err)
 	_, err = Reader{Root: root, Driver: Systemd}.OOMKills("/not/a/systemd/path")
 	require.True(t, errdefs.IsInvalidArgument(err), "%v", err)

@@ -399,7 +399,7 @@ func TestExecSync(t *testing.T) {
 	_, stderr, code, err = m.ExecSync(ctx, rec.ID, []string{"/no/such/binary"}, 10*time.Second)
 	require.NoError(t, err)
 	assert.NotZero(t, code)
-	assert.Contains(t, string(stderr), "no such file", "the runtime's own message")
+	assert.Contains(t, strings.ToLower(string(stderr)), "no such file", "the runtime's own message")
 
 	ticks := bootTicks(t)
 	start := time.Now()
@@ -803,11 +803,24 @@ func runOOMScenarios(t *testing.T, e *env, m *Manager, reader cgroupmgr.Reader, 
 // fakeOOM is an OOMCounter whose counter the test sets; eventsDir, when
 // set, holds one file per cgroup for the OOM watcher to watch.
 type fakeOOM struct {
-	mu        sync.Mutex // the Manager reads it from its goroutines
-	kills     uint64
-	err       error
-	eventsDir string
-	asked     []string
+	mu          sync.Mutex // the Manager reads it from its goroutines
+	kills       uint64
+	err         error
+	parentKills uint64
+	eventsDir   string
+	asked       []string
+}
+
+func (f *fakeOOM) setParent(kills uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.parentKills = kills
+}
+
+func (f *fakeOOM) ParentOOMKills(string) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.parentKills, nil
 }
 
 func (f *fakeOOM) set(kills uint64, err error) {
@@ -1025,4 +1038,55 @@ func TestRescanExits(t *testing.T) {
 	mu.Unlock()
 	require.NoError(t, m.Remove(ctx, rec.ID))
 	require.NoError(t, m.Remove(ctx, other.ID))
+}
+
+// TestOOMWatcherParentWitness: a container SIGKILLed with its own cgroup
+// already gone (an emptied systemd scope, whose deferred OOM notice the
+// kernel dropped) is OOMKilled when its parent cgroup counted a kill since
+// the container's own count was last seen at 0 (at start or at a notice),
+// and only then.
+func TestOOMWatcherParentWitness(t *testing.T) {
+	e := newEnv(t)
+	oom := &fakeOOM{eventsDir: t.TempDir()}
+	gone := fmt.Errorf("scope removed: %w", errdefs.ErrNotFound)
+	m := e.manager(func(o *Options) { o.OOM = oom })
+	defer m.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name       string
+		notice     bool   // the container's counters changed (a kernel notice) before the kill
+		parentKill bool   // the parent counted a kill after that
+		script     string // "": killed with SIGKILL
+		want       string
+	}{
+		{"killed", true, true, "", ReasonOOMKilled},
+		{"killed-without-notice", false, true, "", ReasonOOMKilled}, // baseline from the start
+		{"parent-quiet", true, false, "", ReasonError},
+		{"not-sigkill", true, true, "sleep 1; exit 3", ReasonError},
+	} {
+		oom.setParent(10)
+		oom.set(0, nil) // the container's own cgroup, while it runs
+		script := tc.script
+		if script == "" {
+			script = "sleep 1000"
+		}
+		rec := e.run(ctx, m, tc.name, "sh", "-c", script)
+		if tc.notice {
+			oom.touch(t, rec.CgroupsPath)
+			time.Sleep(200 * time.Millisecond) // the watcher noted the parent's count
+		}
+		if tc.parentKill {
+			oom.setParent(11)
+		}
+		oom.set(0, gone) // by the exit, systemd removed the scope
+		if tc.script == "" {
+			require.NoError(t, unix.Kill(rec.Pid, unix.SIGKILL))
+		}
+		ctxW, cancel := context.WithTimeout(ctx, time.Minute)
+		r, err := m.Wait(ctxW, rec.ID)
+		cancel()
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, r.Reason, "%s (exit %d)", tc.name, r.ExitCode)
+		require.NoError(t, m.Remove(ctx, rec.ID))
+	}
 }

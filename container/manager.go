@@ -293,7 +293,8 @@ func (m *Manager) handleExitLocked(ctx context.Context, c *Container) bool {
 		n.FinishedAt = n.StartedAt
 	}
 	switch {
-	case fileExists(filepath.Join(rec.Bundle, "oom")) || m.cgroupOOMKilled(ctx, rec):
+	case fileExists(filepath.Join(rec.Bundle, "oom")) || m.cgroupOOMKilled(ctx, rec) ||
+		(code == 128+int32(syscall.SIGKILL) && m.oomWatch != nil && m.oomWatch.parentCounted(rec.ID, rec.CgroupsPath)):
 		n.Reason = ReasonOOMKilled
 	case code == 0:
 		n.Reason = ReasonCompleted

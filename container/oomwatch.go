@@ -24,6 +24,9 @@ type OOMCounter interface {
 	// (memory.events on cgroup v2), or "" where there is none to watch
 	// (cgroup v1, where conmon's eventfd does that job).
 	OOMEventsFile(cgroupsPath string) (string, error)
+	// ParentOOMKills is OOMKills of the cgroup holding the container's (the
+	// pod's), which outlives it.
+	ParentOOMKills(cgroupsPath string) (uint64, error)
 }
 
 // oomWatcher watches the memory.events file of every running container on
@@ -51,6 +54,9 @@ type oomWatcher struct {
 	closed bool
 	byWD   map[int32]oomWatch
 	byID   map[string]int32
+	// parentKills is the parent cgroup's OOM kill count when the
+	// container's own counter last changed (see parentCounted).
+	parentKills map[string]uint64
 }
 
 type oomWatch struct {
@@ -59,7 +65,7 @@ type oomWatch struct {
 
 func newOOMWatcher(ctx context.Context, counter OOMCounter, spawn func(func()), oom func(ctx context.Context, id, bundle string)) *oomWatcher {
 	return &oomWatcher{ctx: context.WithoutCancel(ctx), counter: counter, spawn: spawn, oom: oom,
-		byWD: map[int32]oomWatch{}, byID: map[string]int32{}}
+		byWD: map[int32]oomWatch{}, byID: map[string]int32{}, parentKills: map[string]uint64{}}
 }
 
 // add starts watching the container's cgroup, then reads the counter once:
@@ -79,7 +85,7 @@ func (w *oomWatcher) add(ctx context.Context, id, bundle, cgroupsPath string) er
 	if err != nil {
 		return err
 	}
-	w.check(ctx, oomWatch{id: id, bundle: bundle, cgroupsPath: cgroupsPath})
+	w.check(ctx, oomWatch{id: id, bundle: bundle, cgroupsPath: cgroupsPath}, true)
 	return nil
 }
 
@@ -123,6 +129,7 @@ func (w *oomWatcher) addLocked(file string, watch oomWatch) error {
 func (w *oomWatcher) remove(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	delete(w.parentKills, id)
 	wd, ok := w.byID[id]
 	if !ok {
 		return
@@ -135,8 +142,14 @@ func (w *oomWatcher) remove(id string) {
 	}
 }
 
-// check reads the container's counter and reports a kill.
-func (w *oomWatcher) check(ctx context.Context, watch oomWatch) {
+// check reads the container's counter and reports a kill. While the
+// container's own count is 0 it also notes its parent's (baseline): the
+// kernel sends these notices at most every 10 ms and drops a deferred one
+// when the cgroup is removed, which systemd does as soon as an OOM-killed
+// container's scope is empty; the parent's count then still tells
+// (parentCounted). The baseline is taken when the watch is added and
+// moved forward with each notice (notes).
+func (w *oomWatcher) check(ctx context.Context, watch oomWatch, notes bool) {
 	kills, err := w.counter.OOMKills(watch.cgroupsPath)
 	if err != nil {
 		if !errdefs.IsNotFound(err) {
@@ -146,6 +159,16 @@ func (w *oomWatcher) check(ctx context.Context, watch oomWatch) {
 	}
 	if kills > 0 {
 		w.oom(ctx, watch.id, watch.bundle)
+		return
+	}
+	if notes {
+		// Read after the container's own 0: a kill the parent counted
+		// after this is not in the baseline.
+		if n, err := w.counter.ParentOOMKills(watch.cgroupsPath); err == nil {
+			w.mu.Lock()
+			w.parentKills[watch.id] = n
+			w.mu.Unlock()
+		}
 	}
 }
 
@@ -188,9 +211,25 @@ func (w *oomWatcher) run(ctx context.Context, f *os.File) {
 		}
 		w.mu.Unlock()
 		for _, watch := range due {
-			w.check(ctx, watch)
+			w.check(ctx, watch, true)
 		}
 	}
+}
+
+// parentCounted reports whether the parent cgroup counted an OOM kill
+// since the baseline (the last time the container's own count was seen at
+// 0): for a container that died of SIGKILL with its cgroup already gone,
+// that kill was its own unless a sibling in the same parent was OOM-killed
+// in that window.
+func (w *oomWatcher) parentCounted(id, cgroupsPath string) bool {
+	w.mu.Lock()
+	before, ok := w.parentKills[id]
+	w.mu.Unlock()
+	if !ok {
+		return false // no notice ever came: no window to compare
+	}
+	now, err := w.counter.ParentOOMKills(cgroupsPath)
+	return err == nil && now > before
 }
 
 func (w *oomWatcher) close() error {
