@@ -143,14 +143,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	m.watch = watch
 	if m.oom != nil {
-		spawn := func(f func()) {
-			m.workers.Add(1)
-			go func() {
-				defer m.workers.Done()
-				f()
-			}()
-		}
-		m.oomWatch = newOOMWatcher(ctx, m.oom, spawn, m.recordOOM)
+		m.oomWatch = newOOMWatcher(ctx, m.oom, m.spawn, m.recordOOM)
 	}
 	exited := m.recover(ctx)
 	if m.onExit != nil {
@@ -177,6 +170,15 @@ func (m *Manager) watchOOM(ctx context.Context, rec *Record) {
 	if err := m.oomWatch.add(ctx, rec.ID, rec.Bundle, rec.CgroupsPath); err != nil && !errdefs.IsNotFound(err) {
 		log.G(ctx).Warn("watch OOM kills of container cgroup", "containerid", rec.ID, "cgroup", rec.CgroupsPath, "error", err)
 	}
+}
+
+// spawn runs f on a goroutine that Close waits for.
+func (m *Manager) spawn(f func()) {
+	m.workers.Add(1)
+	go func() {
+		defer m.workers.Done()
+		f()
+	}()
 }
 
 // Close stops the exit and OOM watchers. Containers and their monitors
@@ -227,16 +229,11 @@ func (m *Manager) watchExits(ctx context.Context) {
 			if !validID(id) {
 				continue // conmon's temp files
 			}
-			m.workers.Add(1)
-			go func() {
-				defer m.workers.Done()
-				m.processExit(ctx, id)
-			}()
+			m.spawn(func() { m.processExit(ctx, id) })
 		}
 	}
 }
 
-// processExit records the exit of container id, if it exited.
 // rescanExits looks for the exit file of every container not known to
 // have exited, for when the exit watcher lost events (inotify's queue
 // overflowed).
@@ -255,6 +252,7 @@ func (m *Manager) rescanExits(ctx context.Context) {
 	}
 }
 
+// processExit records the exit of container id, if it exited.
 func (m *Manager) processExit(ctx context.Context, id string) {
 	c := m.lookup(id)
 	if c == nil {
@@ -293,8 +291,7 @@ func (m *Manager) handleExitLocked(ctx context.Context, c *Container) bool {
 		n.FinishedAt = n.StartedAt
 	}
 	switch {
-	case fileExists(filepath.Join(rec.Bundle, "oom")) || m.cgroupOOMKilled(ctx, rec) ||
-		(code == 128+int32(syscall.SIGKILL) && m.oomWatch != nil && m.oomWatch.parentCounted(rec.ID, rec.CgroupsPath)):
+	case m.oomKilledAtExit(ctx, rec, code):
 		n.Reason = ReasonOOMKilled
 	case code == 0:
 		n.Reason = ReasonCompleted
@@ -308,35 +305,17 @@ func (m *Manager) handleExitLocked(ctx context.Context, c *Container) bool {
 	if c.runtimeGone == nil {
 		done := make(chan struct{})
 		c.runtimeGone = done
-		m.workers.Add(1)
-		go func(ctx context.Context, id string) {
-			defer m.workers.Done()
+		ctx, id := context.WithoutCancel(ctx), rec.ID
+		m.spawn(func() {
 			defer close(done)
 			if err := c.rt.Delete(ctx, id, true /* force */); err != nil {
 				log.G(ctx).Warn("delete runtime state of exited container", "containerid", id, "error", err)
 				return
 			}
 			c.runtimeDeleted.Store(true)
-		}(context.WithoutCancel(ctx), rec.ID)
+		})
 	}
 	return true
-}
-
-// cgroupOOMKilled reports whether the container's cgroup counted an OOM
-// kill. A cgroup that is already gone (systemd removes an empty scope at
-// once) leaves conmon's file as the only witness.
-func (m *Manager) cgroupOOMKilled(ctx context.Context, rec *Record) bool {
-	if m.oom == nil || rec.CgroupsPath == "" {
-		return false
-	}
-	n, err := m.oom.OOMKills(rec.CgroupsPath)
-	if err != nil {
-		if !errdefs.IsNotFound(err) {
-			log.G(ctx).Warn("read OOM kills of container cgroup", "containerid", rec.ID, "cgroup", rec.CgroupsPath, "error", err)
-		}
-		return false
-	}
-	return n > 0
 }
 
 // setLocked replaces the record and persists it. A failed write is logged:

@@ -268,15 +268,34 @@ func (m *Manager) recordOOM(ctx context.Context, id, bundle string) {
 	if !c.oomPending.CompareAndSwap(false, true) {
 		return // one correction at a time per container: it reads the latest record
 	}
-	m.workers.Add(1)
-	go func() {
-		defer m.workers.Done()
+	m.spawn(func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.oomPending.Store(false)
 		// Under c.mu: an exit not handled yet will see the file.
 		m.markOOMKilledLocked(ctx, c)
-	}()
+	})
+}
+
+// oomKilledAtExit is the OOM verdict on an exit being handled: conmon's
+// or the watcher's "oom" file, the container's own cgroup counter (gone
+// already when systemd removed the scope), or, for a SIGKILL, the parent
+// cgroup's count since the watcher's baseline.
+func (m *Manager) oomKilledAtExit(ctx context.Context, rec *Record, code int32) bool {
+	if fileExists(filepath.Join(rec.Bundle, "oom")) {
+		return true
+	}
+	if m.oom == nil || rec.CgroupsPath == "" {
+		return false
+	}
+	n, err := m.oom.OOMKills(rec.CgroupsPath)
+	switch {
+	case err == nil && n > 0:
+		return true
+	case err != nil && !errdefs.IsNotFound(err):
+		log.G(ctx).Warn("read OOM kills of container cgroup", "containerid", rec.ID, "cgroup", rec.CgroupsPath, "error", err)
+	}
+	return code == 128+int32(unix.SIGKILL) && m.oomWatch != nil && m.oomWatch.parentCounted(rec.ID, rec.CgroupsPath)
 }
 
 // markOOMKilledLocked makes an Exited container's reason OOMKilled.
