@@ -70,11 +70,7 @@ func (m *Manager) recoverOne(ctx context.Context, dir string) {
 			// the DEL (as Run does when its rollback cannot detach).
 			log.G(ctx).Warn("tearing down the network of an unfinished sandbox failed: kept NotReady, Stop and Remove retry",
 				"podsandboxid", id, "error", nerr)
-			sb.State = StateNotReady
-			sb.PausePID, sb.PauseStartTime, sb.PIDNSPath = 0, 0, ""
-			if werr := writeCheckpoint(dir, sb); werr != nil {
-				log.G(ctx).Warn("persisting NotReady state failed", "podsandboxid", id, "error", werr)
-			}
+			keepForTeardown(ctx, dir, sb)
 		} else {
 			err = fmt.Errorf("sandbox creation never finished")
 		}

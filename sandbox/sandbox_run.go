@@ -322,15 +322,22 @@ const removingPrefix = ".removing-"
 // attached to the pod network (build's rollback could not DEL it): NotReady,
 // NetworkAttached. Precondition: e is not shared yet.
 func (e *entry) keepFailed(ctx context.Context, sb *Sandbox) {
-	sb.State = StateNotReady
-	sb.NetworkAttached = true
-	sb.PausePID, sb.PauseStartTime, sb.PIDNSPath = 0, 0, "" // killed by the rollback
-	e.pause = nil
 	log.G(ctx).Warn("sandbox creation failed and its network could not be detached: kept NotReady, Stop and Remove retry",
 		"podsandboxid", e.id)
-	if err := writeCheckpoint(e.dir, sb); err != nil {
-		log.G(ctx).Warn("persist sandbox kept for a network teardown retry", "podsandboxid", e.id, "error", err)
-	}
+	keepForTeardown(ctx, e.dir, sb)
+	e.pause = nil
 	e.sb = *sb
 	e.kept = true
+}
+
+// keepForTeardown records an unfinished sandbox whose pod network could
+// not be detached (its pause process is killed already) as NotReady and
+// attached: Stop and Remove then retry the DEL.
+func keepForTeardown(ctx context.Context, dir string, sb *Sandbox) {
+	sb.State = StateNotReady
+	sb.NetworkAttached = true
+	sb.PausePID, sb.PauseStartTime, sb.PIDNSPath = 0, 0, ""
+	if err := writeCheckpoint(dir, sb); err != nil {
+		log.G(ctx).Warn("persist sandbox kept for a network teardown retry", "podsandboxid", sb.ID, "error", err)
+	}
 }
