@@ -2,6 +2,7 @@ package cni
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,6 +22,9 @@ type timedExec struct {
 func (e timedExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
 	start := time.Now()
 	out, err := e.Exec.ExecPlugin(ctx, pluginPath, stdin, environ)
+	if !log.G(ctx).Enabled(ctx, slog.LevelDebug) {
+		return out, err // no record to build on every pod start
+	}
 	l := log.G(ctx).With("plugin", filepath.Base(pluginPath), "command", envValue(environ, "CNI_COMMAND"),
 		"podsandboxid", envValue(environ, "CNI_CONTAINERID"), "ifname", envValue(environ, "CNI_IFNAME"),
 		"duration", time.Since(start))
