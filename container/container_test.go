@@ -383,9 +383,10 @@ func TestExecSync(t *testing.T) {
 
 	// A command that leaves a process behind holding its output (as
 	// `sh -c 'daemon &'` in a postStart hook does): its own output and
-	// exit code, well inside a probe's one-second timeout.
+	// exit code, not a timeout (5 s: the helper is this test binary, slow
+	// to start under -race).
 	for _, want := range []int{0, 4} {
-		stdout, stderr, code, err = m.ExecSync(ctx, rec.ID, []string{"sh", "-c", fmt.Sprintf("echo started; echo e >&2; sleep 102 & exit %d", want)}, time.Second)
+		stdout, stderr, code, err = m.ExecSync(ctx, rec.ID, []string{"sh", "-c", fmt.Sprintf("echo started; echo e >&2; sleep 102 & exit %d", want)}, 5*time.Second)
 		require.NoError(t, err)
 		assert.Equal(t, want, code)
 		assert.Equal(t, "started\n", string(stdout))

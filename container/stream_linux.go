@@ -311,11 +311,21 @@ func resizeLoop(resize <-chan TermSize, stop <-chan struct{}, apply func(TermSiz
 	}
 }
 
+// setWinsize sets the terminal size of f. It goes through SyscallConn, not
+// Fd: the resize loop may still run while Exec closes the master (Control
+// holds the descriptor open or reports it closed), and Fd would also put
+// the master in blocking mode, so that Close could no longer end a Read.
 func setWinsize(f *os.File, sz TermSize) {
 	if sz.Width == 0 || sz.Height == 0 {
 		return
 	}
-	_ = unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = sc.Control(func(fd uintptr) {
+		_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+	})
 }
 
 // openPTY opens a new pseudo-terminal pair.
